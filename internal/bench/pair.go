@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/tunnel"
+)
+
+// Side is one end of a measured path.
+type Side struct {
+	Node *netlab.Node
+	// Addr is where the other side reaches this one.
+	Addr netip.Addr
+}
+
+// Path is two sides joined by something: the raw underlay, a weft device
+// pair or a stock wireguard-go pair.
+type Path struct {
+	Name  string
+	A, B  Side
+	close func() error
+}
+
+// Close takes the path's devices down.
+func (p *Path) Close() error {
+	if p.close == nil {
+		return nil
+	}
+	return p.close()
+}
+
+// Underlay is the lab's raw underlay between its first two nodes.
+func Underlay(lab *netlab.Lab) *Path {
+	a, b := lab.Nodes[0], lab.Nodes[1]
+	return &Path{Name: "underlay", A: Side{a, a.Addr()}, B: Side{b, b.Addr()}}
+}
+
+// OverlayAddr is the address node i (1-based) gets in the lab overlay of
+// the given /24 number.
+func OverlayAddr(net24, i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{100, 64, byte(net24), byte(i)})
+}
+
+// WeftPair brings up a weft device of the given mode in the first two lab
+// nodes and peers them. Devices are named wf<lab id>-<node>.
+func WeftPair(ctx context.Context, lab *netlab.Lab, mode tunnel.Mode, mtu int, log *slog.Logger) (*Path, []tunnel.Device, error) {
+	var devs []tunnel.Device
+	closeAll := func() error {
+		var errs []error
+		for _, d := range devs {
+			errs = append(errs, d.Close())
+		}
+		return errors.Join(errs...)
+	}
+	p := &Path{Name: "weft-" + string(mode), close: closeAll}
+	for i, n := range lab.Nodes[:2] {
+		key, err := tunnel.GeneratePrivateKey()
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		addr := OverlayAddr(0, i+1)
+		cfg := tunnel.Config{
+			Name: "wf" + lab.ID + "-" + n.Name, Mode: mode, PrivateKey: key,
+			ListenPort: tunnel.DefaultListenPort, Address: netip.PrefixFrom(addr, 24), MTU: mtu, Logger: log,
+		}
+		var dev tunnel.Device
+		if err := n.Do(func() error {
+			var err error
+			dev, err = tunnel.Open(ctx, cfg)
+			return err
+		}); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		devs = append(devs, dev)
+		s := Side{Node: n, Addr: addr}
+		if i == 0 {
+			p.A = s
+		} else {
+			p.B = s
+		}
+	}
+	for i, d := range devs {
+		o := 1 - i
+		other := lab.Nodes[o]
+		if err := d.SetPeers([]tunnel.Peer{{
+			PublicKey:  devs[o].PublicKey(),
+			Endpoint:   netip.AddrPortFrom(other.Addr(), tunnel.DefaultListenPort),
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(OverlayAddr(0, o+1), 32)},
+		}}); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+	}
+	return p, devs, nil
+}
+
+// StockPair runs stock wireguard-go (the binary `go install
+// golang.zx2c4.com/wireguard` builds) in the first two lab nodes, configured
+// with Debian's `wg` and `ip`, on overlay 100.64.1.0/24 and port 51821.
+func StockPair(ctx context.Context, lab *netlab.Lab, binary string, mtu int) (*Path, error) {
+	dir, err := os.MkdirTemp("", "weft-bench-")
+	if err != nil {
+		return nil, err
+	}
+	var procs []*exec.Cmd
+	var names []string
+	p := &Path{Name: "wireguard-go"}
+	p.close = func() error {
+		for i, c := range procs {
+			c.Process.Kill()
+			c.Wait()
+			os.Remove("/var/run/wireguard/" + names[i] + ".sock")
+		}
+		return os.RemoveAll(dir)
+	}
+	var pubs []string
+	for i, n := range lab.Nodes[:2] {
+		name := "wg" + lab.ID + "-" + n.Name
+		names = append(names, name)
+		key, err := tunnel.GeneratePrivateKey()
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		keyFile := filepath.Join(dir, name+".key")
+		if err := tunnel.SavePrivateKey(keyFile, key); err != nil {
+			p.close()
+			return nil, err
+		}
+		pubs = append(pubs, key.Public().String())
+		c := n.Command(ctx, binary, "-f", name)
+		c.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error")
+		if err := c.Start(); err != nil {
+			p.close()
+			return nil, fmt.Errorf("start %s: %w", binary, err)
+		}
+		procs = append(procs, c)
+		if err := waitFor("/var/run/wireguard/"+name+".sock", 10*time.Second); err != nil {
+			p.close()
+			return nil, err
+		}
+		addr := OverlayAddr(1, i+1)
+		for _, args := range [][]string{
+			{"wg", "set", name, "private-key", keyFile, "listen-port", "51821"},
+			{"ip", "addr", "add", addr.String() + "/24", "dev", name},
+			{"ip", "link", "set", name, "mtu", fmt.Sprint(mtu), "up"},
+		} {
+			if _, err := n.Run(ctx, args[0], args[1:]...); err != nil {
+				p.close()
+				return nil, err
+			}
+		}
+		s := Side{Node: n, Addr: addr}
+		if i == 0 {
+			p.A = s
+		} else {
+			p.B = s
+		}
+	}
+	for i, n := range lab.Nodes[:2] {
+		o := 1 - i
+		if _, err := n.Run(ctx, "wg", "set", names[i], "peer", pubs[o],
+			"endpoint", lab.Nodes[o].Addr().String()+":51821",
+			"allowed-ips", OverlayAddr(1, o+1).String()+"/32"); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func waitFor(path string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not appear within %v", path, d)
+}
+
+// Ping measures the average RTT from a to b in microseconds.
+func Ping(ctx context.Context, p *Path) (float64, error) {
+	out, err := p.A.Node.Run(ctx, "ping", "-c", "5", "-i", "0.05", "-W", "2", p.B.Addr.String())
+	if err != nil {
+		return 0, err
+	}
+	// rtt min/avg/max/mdev = 0.041/0.052/0.068/0.009 ms
+	i := strings.Index(out, "min/avg/max")
+	if i < 0 {
+		return 0, fmt.Errorf("ping: no summary in %q", out)
+	}
+	fields := strings.Fields(out[i:])
+	if len(fields) < 3 || strings.Count(fields[2], "/") < 2 {
+		return 0, fmt.Errorf("ping: cannot read %q", out[i:])
+	}
+	f := strings.Split(fields[2], "/")
+	var avg float64
+	if _, err := fmt.Sscan(f[1], &avg); err != nil {
+		return 0, fmt.Errorf("ping: %q: %w", out[i:], err)
+	}
+	return avg * 1000, nil
+}

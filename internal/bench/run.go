@@ -1,0 +1,235 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/tunnel"
+)
+
+// Options says what to measure.
+type Options struct {
+	// Modes are the weft backends to measure (tun, netstack; kernel where the
+	// module exists).
+	Modes []tunnel.Mode
+	// Streams are the parallel TCP stream counts, e.g. 1 and 4.
+	Streams []int
+	// Duration of each iperf3 run.
+	Duration time.Duration
+	// Stock is the path of a stock wireguard-go binary to measure in the same
+	// run; empty skips it.
+	Stock string
+	// MTU of the underlay; the tunnels get MTU-80.
+	MTU    int
+	Logger *slog.Logger
+	// Progress, if set, gets one line per finished measurement.
+	Progress io.Writer
+}
+
+// Result is one row of the report.
+type Result struct {
+	Mode    string  `json:"mode"`
+	Streams int     `json:"streams"`
+	Gbps    float64 `json:"gbps"`
+	RTTus   float64 `json:"rtt_us"`
+	// Ratio is Gbps over the underlay's Gbps with the same streams.
+	Ratio float64 `json:"ratio"`
+	// CPUSecPerGB is the CPU the tunnel process spent per GB moved (user +
+	// system of the process holding both devices); 0 where not measured.
+	CPUSecPerGB float64 `json:"cpu_s_per_gb,omitempty"`
+}
+
+// Report is the whole run.
+type Report struct {
+	Results []Result `json:"results"`
+	Machine string   `json:"machine"`
+}
+
+// Run builds a two-node lab and measures each path in turn.
+func Run(ctx context.Context, o Options) (Report, error) {
+	if !HaveIperf3() {
+		return Report{}, errors.New("bench: iperf3 is not installed (make deps installs it)")
+	}
+	if o.MTU == 0 {
+		o.MTU = 1500
+	}
+	if o.Duration == 0 {
+		o.Duration = 5 * time.Second
+	}
+	if len(o.Streams) == 0 {
+		o.Streams = []int{1, 4}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	lab, err := netlab.New(ctx, netlab.Config{Nodes: 2, MTU: o.MTU, Logger: o.Logger})
+	if err != nil {
+		return Report{}, err
+	}
+	defer lab.Close()
+
+	rep := Report{Machine: machine()}
+	base := map[int]float64{}
+	measure := func(p *Path, cpu func() time.Duration) error {
+		rtt, err := Ping(ctx, p)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.Name, err)
+		}
+		for _, s := range o.Streams {
+			before := cpu()
+			th, err := Iperf3(ctx, p.A.Node, p.B.Node, p.B.Addr, s, o.Duration)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.Name, err)
+			}
+			r := Result{Mode: p.Name, Streams: s, Gbps: th.Gbps, RTTus: rtt}
+			if used := cpu() - before; used > 0 && th.Gbps > 0 {
+				gb := th.Gbps / 8 * o.Duration.Seconds()
+				r.CPUSecPerGB = used.Seconds() / gb
+			}
+			if p.Name == "underlay" {
+				base[s] = th.Gbps
+			}
+			if base[s] > 0 {
+				r.Ratio = th.Gbps / base[s]
+			}
+			rep.Results = append(rep.Results, r)
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "%-14s %d stream(s): %6.2f Gbit/s\n", r.Mode, s, r.Gbps)
+			}
+		}
+		return nil
+	}
+	none := func() time.Duration { return 0 }
+
+	if err := measure(Underlay(lab), none); err != nil {
+		return rep, err
+	}
+	for _, m := range o.Modes {
+		p, _, err := WeftPair(ctx, lab, m, o.MTU-tunnel.Overhead, o.Logger)
+		if err != nil {
+			return rep, err
+		}
+		err = measure(p, selfCPU)
+		p.Close()
+		if err != nil {
+			return rep, err
+		}
+	}
+	if o.Stock != "" {
+		p, err := StockPair(ctx, lab, o.Stock, o.MTU-tunnel.Overhead)
+		if err != nil {
+			return rep, err
+		}
+		err = measure(p, childCPU)
+		p.Close()
+		if err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// Print writes the report as a table.
+func (r Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "path\tstreams\tGbit/s\tvs underlay\tRTT µs\tCPU s/GB\t")
+	for _, x := range r.Results {
+		cpu := "-"
+		if x.CPUSecPerGB > 0 {
+			cpu = fmt.Sprintf("%.2f", x.CPUSecPerGB)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f×\t%.0f\t%s\t\n", x.Mode, x.Streams, x.Gbps, x.Ratio, x.RTTus, cpu)
+	}
+	tw.Flush()
+	if r.Machine != "" {
+		fmt.Fprintln(w, "machine:", r.Machine)
+	}
+}
+
+// Compare returns a's Gbps over b's for the same stream count.
+func (r Report) Compare(a, b string, streams int) float64 {
+	var ga, gb float64
+	for _, x := range r.Results {
+		if x.Streams != streams {
+			continue
+		}
+		switch x.Mode {
+		case a:
+			ga = x.Gbps
+		case b:
+			gb = x.Gbps
+		}
+	}
+	if gb == 0 {
+		return 0
+	}
+	return ga / gb
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// childCPU sums the CPU of the stock wireguard-go processes, read from
+// /proc since they have not exited yet.
+func childCPU() time.Duration {
+	ents, _ := os.ReadDir("/proc")
+	var total time.Duration
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, closeP := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closeP < 0 || !strings.HasPrefix(s[open+1:closeP], "wireguard") {
+			continue
+		}
+		f := strings.Fields(s[closeP+2:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	return total
+}
+
+func machine() string {
+	n := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				n = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	var u syscall.Utsname
+	syscall.Uname(&u)
+	rel := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel = append(rel, byte(c))
+	}
+	return fmt.Sprintf("%s, %d cores, kernel %s", n, runtime.NumCPU(), rel)
+}
