@@ -195,3 +195,30 @@ func ParseAllowedIPs(s string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// ParsePeerSpec parses a peer written as "PUBKEY,ENDPOINT,CIDR[,CIDR...]", the
+// form `weft tunnel up --peer` takes. ENDPOINT may be empty ("KEY,,CIDR") for
+// a peer that roams to us.
+func ParsePeerSpec(s string) (Peer, error) {
+	f := strings.Split(strings.TrimSpace(s), ",")
+	if len(f) < 3 {
+		return Peer{}, fmt.Errorf("peer %q: want PUBKEY,ENDPOINT,CIDR[,CIDR...]", s)
+	}
+	k, err := ParseKey(f[0])
+	if err != nil {
+		return Peer{}, fmt.Errorf("peer: %w", err)
+	}
+	p := Peer{PublicKey: k}
+	if strings.TrimSpace(f[1]) != "" {
+		if p.Endpoint, err = ParseEndpoint(f[1]); err != nil {
+			return Peer{}, fmt.Errorf("peer %s: %w", Fingerprint(k), err)
+		}
+	}
+	if p.AllowedIPs, err = ParseAllowedIPs(strings.Join(f[2:], ",")); err != nil {
+		return Peer{}, fmt.Errorf("peer %s: %w", Fingerprint(k), err)
+	}
+	if len(p.AllowedIPs) == 0 {
+		return Peer{}, fmt.Errorf("peer %s: no allowed ips", Fingerprint(k))
+	}
+	return p, p.Validate()
+}

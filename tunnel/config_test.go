@@ -115,3 +115,20 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePeerSpec(t *testing.T) {
+	k, _ := tunnel.GeneratePrivateKey()
+	pub := k.Public().String()
+	p, err := tunnel.ParsePeerSpec(pub + ",198.18.0.2:51820,100.64.0.2/32,100.64.1.0/24")
+	if err != nil || p.PublicKey != k.Public() || p.Endpoint.String() != "198.18.0.2:51820" || len(p.AllowedIPs) != 2 {
+		t.Fatalf("got %+v, %v", p, err)
+	}
+	if p, err := tunnel.ParsePeerSpec(pub + ",,100.64.0.2/32"); err != nil || p.Endpoint.IsValid() {
+		t.Fatalf("roaming peer: %+v, %v", p, err)
+	}
+	for _, bad := range []string{"", pub, pub + ",198.18.0.2:51820", pub + ",x,100.64.0.2/32", "nokey,,100.64.0.0/24", pub + ",,", pub + ",,100.64.0.1/24"} {
+		if _, err := tunnel.ParsePeerSpec(bad); err == nil {
+			t.Errorf("ParsePeerSpec(%q) accepted", bad)
+		}
+	}
+}

@@ -74,3 +74,18 @@ func FuzzParseMTU(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParsePeerSpec(f *testing.F) {
+	f.Add("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=,198.18.0.2:51820,100.64.0.2/32")
+	f.Add("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=,,100.64.0.0/24,fd00::/64")
+	f.Add(",,")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := tunnel.ParsePeerSpec(s)
+		if err != nil {
+			return
+		}
+		if err := p.Validate(); err != nil || len(p.AllowedIPs) == 0 {
+			t.Fatalf("ParsePeerSpec(%q) accepted an invalid peer: %v", s, err)
+		}
+	})
+}

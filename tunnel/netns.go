@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -21,6 +22,11 @@ import (
 // nothing is held or switched, so it needs no privilege.
 type netnsPin struct {
 	netns ns.NetNS // nil: the process's own namespace
+
+	// wireguard-go's event goroutine can still be inside do while the device
+	// closes, so close waits for it and later calls fail cleanly.
+	mu     sync.RWMutex
+	closed bool
 }
 
 func pinNetns() (*netnsPin, error) {
@@ -43,6 +49,11 @@ func (p *netnsPin) do(fn func() error) error {
 	if p.netns == nil {
 		return fn()
 	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return os.ErrClosed
+	}
 	return p.netns.Do(func(ns.NetNS) error { return fn() })
 }
 
@@ -50,6 +61,12 @@ func (p *netnsPin) close() error {
 	if p.netns == nil {
 		return nil
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
 	return p.netns.Close()
 }
 

@@ -49,7 +49,11 @@ iperf3 at each stream count. Ratios are to the underlay.`,
 					return fmt.Errorf("--stock: %w", err)
 				}
 			}
-			o := bench.Options{Modes: ms, Streams: streams, Duration: duration, Stock: stock, MTU: mtu, Logger: log}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o := bench.Options{Modes: ms, Streams: streams, Duration: duration, Weft: self, Stock: stock, MTU: mtu, Logger: log}
 			if !asJSON {
 				o.Progress = cmd.ErrOrStderr()
 			}

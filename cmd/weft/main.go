@@ -46,6 +46,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		newDemoCmd(g),
 		newBenchCmd(g),
+		newTunnelCmd(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print the version",

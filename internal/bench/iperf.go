@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -45,32 +46,34 @@ type iperfReport struct {
 func Iperf3(ctx context.Context, client, server *netlab.Node, target netip.Addr, streams int, dur time.Duration) (Throughput, error) {
 	port := 5201
 	srv := server.Command(ctx, "iperf3", "-s", "-1", "-p", strconv.Itoa(port), "-B", target.String())
+	var srvOut bytes.Buffer
+	srv.Stdout, srv.Stderr = &srvOut, &srvOut
 	if err := srv.Start(); err != nil {
 		return Throughput{}, fmt.Errorf("iperf3 server: %w", err)
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 
-	var out []byte
-	var err error
-	// The server needs a moment to bind; retry the client briefly.
-	for try := 0; try < 20; try++ {
-		secs := strconv.FormatFloat(dur.Seconds(), 'f', 1, 64)
-		out, err = client.Command(ctx, "iperf3", "-c", target.String(), "-p", strconv.Itoa(port),
+	// The server needs a moment to bind: retry the client briefly. iperf3 -J
+	// reports "unable to connect" in its JSON, sometimes with exit status 0.
+	var rep iperfReport
+	for try := 0; ; try++ {
+		secs := strconv.Itoa(max(1, int(dur.Round(time.Second).Seconds())))
+		out, err := client.Command(ctx, "iperf3", "-c", target.String(), "-p", strconv.Itoa(port),
 			"-t", secs, "-P", strconv.Itoa(streams), "-J").Output()
-		if err == nil || !strings.Contains(string(out), "unable to connect") {
+		rep = iperfReport{}
+		if jerr := json.Unmarshal(out, &rep); jerr != nil {
+			if err == nil {
+				err = jerr
+			}
+			return Throughput{}, fmt.Errorf("iperf3 client to %s: %v: %s", target, err, strings.TrimSpace(string(out)))
+		}
+		if rep.Error == "" {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	var rep iperfReport
-	if jerr := json.Unmarshal(out, &rep); jerr != nil {
-		if err == nil {
-			err = jerr
+		if !strings.Contains(rep.Error, "unable to connect") || try == 50 {
+			return Throughput{}, fmt.Errorf("iperf3 client to %s: %s (server: %s)", target, rep.Error, strings.TrimSpace(srvOut.String()))
 		}
-		return Throughput{}, fmt.Errorf("iperf3 client to %s: %v: %s", target, err, strings.TrimSpace(string(out)))
-	}
-	if rep.Error != "" {
-		return Throughput{}, fmt.Errorf("iperf3 client to %s: %s", target, rep.Error)
+		time.Sleep(100 * time.Millisecond)
 	}
 	return Throughput{
 		Streams:     streams,

@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/netstack"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -21,6 +24,9 @@ type Side struct {
 	Node *netlab.Node
 	// Addr is where the other side reaches this one.
 	Addr netip.Addr
+	// Stack is set when the side's overlay address lives in a userspace
+	// stack (netstack mode): kernel tools cannot use it, Go code can.
+	Stack *netstack.Stack
 }
 
 // Path is two sides joined by something: the raw underlay, a weft device
@@ -29,6 +35,8 @@ type Path struct {
 	Name  string
 	A, B  Side
 	close func() error
+	// cpu reports the CPU the path's tunnel has used so far; nil: unknown.
+	cpu func() time.Duration
 }
 
 // Close takes the path's devices down.
@@ -42,7 +50,7 @@ func (p *Path) Close() error {
 // Underlay is the lab's raw underlay between its first two nodes.
 func Underlay(lab *netlab.Lab) *Path {
 	a, b := lab.Nodes[0], lab.Nodes[1]
-	return &Path{Name: "underlay", A: Side{a, a.Addr()}, B: Side{b, b.Addr()}}
+	return &Path{Name: "underlay", A: Side{Node: a, Addr: a.Addr()}, B: Side{Node: b, Addr: b.Addr()}}
 }
 
 // OverlayAddr is the address node i (1-based) gets in the lab overlay of
@@ -52,7 +60,9 @@ func OverlayAddr(net24, i int) netip.Addr {
 }
 
 // WeftPair brings up a weft device of the given mode in the first two lab
-// nodes and peers them. Devices are named wf<lab id>-<node>.
+// nodes and peers them. Devices are named wf<lab id>-<node>. In netstack mode
+// only side A is a netstack device and B is a tun device, as for a sidecar
+// talking to a host-mode node.
 func WeftPair(ctx context.Context, lab *netlab.Lab, mode tunnel.Mode, mtu int, log *slog.Logger) (*Path, []tunnel.Device, error) {
 	var devs []tunnel.Device
 	closeAll := func() error {
@@ -62,7 +72,7 @@ func WeftPair(ctx context.Context, lab *netlab.Lab, mode tunnel.Mode, mtu int, l
 		}
 		return errors.Join(errs...)
 	}
-	p := &Path{Name: "weft-" + string(mode), close: closeAll}
+	p := &Path{Name: "weft-" + string(mode), close: closeAll, cpu: selfCPU}
 	for i, n := range lab.Nodes[:2] {
 		key, err := tunnel.GeneratePrivateKey()
 		if err != nil {
@@ -70,8 +80,12 @@ func WeftPair(ctx context.Context, lab *netlab.Lab, mode tunnel.Mode, mtu int, l
 			return nil, nil, err
 		}
 		addr := OverlayAddr(0, i+1)
+		m := mode
+		if mode == tunnel.ModeNetstack && i == 1 {
+			m = tunnel.ModeTUN
+		}
 		cfg := tunnel.Config{
-			Name: "wf" + lab.ID + "-" + n.Name, Mode: mode, PrivateKey: key,
+			Name: "wf" + lab.ID + "-" + n.Name, Mode: m, PrivateKey: key,
 			ListenPort: tunnel.DefaultListenPort, Address: netip.PrefixFrom(addr, 24), MTU: mtu, Logger: log,
 		}
 		var dev tunnel.Device
@@ -85,6 +99,9 @@ func WeftPair(ctx context.Context, lab *netlab.Lab, mode tunnel.Mode, mtu int, l
 		}
 		devs = append(devs, dev)
 		s := Side{Node: n, Addr: addr}
+		if nd, ok := dev.(*tunnel.NetstackDevice); ok {
+			s.Stack = nd.Stack()
+		}
 		if i == 0 {
 			p.A = s
 		} else {
@@ -106,6 +123,120 @@ func WeftPair(ctx context.Context, lab *netlab.Lab, mode tunnel.Mode, mtu int, l
 	return p, devs, nil
 }
 
+// procs is a set of processes a path runs, one per node.
+type procs struct {
+	cmds []*exec.Cmd
+}
+
+func (ps *procs) start(c *exec.Cmd) error {
+	if err := c.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", strings.Join(c.Args, " "), err)
+	}
+	ps.cmds = append(ps.cmds, c)
+	return nil
+}
+
+func (ps *procs) stop() {
+	for _, c := range ps.cmds {
+		c.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// cpu is the user+system CPU the processes have used so far.
+func (ps *procs) cpu() time.Duration {
+	var total time.Duration
+	for _, c := range ps.cmds {
+		total += procCPU(c.Process.Pid)
+	}
+	return total
+}
+
+// ProcessPair runs `weft tunnel up` (binary is weft itself) in each of the
+// first two lab nodes, one process per node as on real nodes, peered with
+// each other on overlay 100.64.2.0/24, port 51822.
+func ProcessPair(ctx context.Context, lab *netlab.Lab, binary string, mode tunnel.Mode, mtu int) (*Path, error) {
+	dir, err := os.MkdirTemp("", "weft-bench-")
+	if err != nil {
+		return nil, err
+	}
+	ps := &procs{}
+	p := &Path{Name: "weft-" + string(mode), cpu: ps.cpu}
+	p.close = func() error { ps.stop(); return os.RemoveAll(dir) }
+	var keys []tunnel.PrivateKey
+	for range 2 {
+		k, err := tunnel.GeneratePrivateKey()
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	for i, n := range lab.Nodes[:2] {
+		o := 1 - i
+		keyFile := filepath.Join(dir, n.Name+".key")
+		if err := tunnel.SavePrivateKey(keyFile, keys[i]); err != nil {
+			p.close()
+			return nil, err
+		}
+		addr := OverlayAddr(2, i+1)
+		peer := fmt.Sprintf("%s,%s:51822,%s/32", keys[o].Public(), lab.Nodes[o].Addr(), OverlayAddr(2, o+1))
+		c := n.Command(ctx, binary, "tunnel", "up", "--name", "wp"+lab.ID+"-"+n.Name, "--mode", string(mode),
+			"--private-key-file", keyFile, "--address", addr.String()+"/24", "--listen-port", "51822",
+			"--mtu", fmt.Sprint(mtu), "--peer", peer, "--log-level", "error")
+		out, err := c.StdoutPipe()
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		c.Stderr = os.Stderr
+		if err := ps.start(c); err != nil {
+			p.close()
+			return nil, err
+		}
+		if err := waitReady(out, 10*time.Second); err != nil {
+			p.close()
+			return nil, fmt.Errorf("weft tunnel up in %s: %w", n.Name, err)
+		}
+		s := Side{Node: n, Addr: addr}
+		if i == 0 {
+			p.A = s
+		} else {
+			p.B = s
+		}
+	}
+	return p, nil
+}
+
+// waitReady waits for the "ready" line of `weft tunnel up`.
+func waitReady(r io.Reader, d time.Duration) error {
+	got := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "ready ") {
+				got <- nil
+				io.Copy(io.Discard, r)
+				return
+			}
+		}
+		got <- errors.New("exited before it was ready")
+	}()
+	select {
+	case err := <-got:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("not ready within %v", d)
+	}
+}
+
 // StockPair runs stock wireguard-go (the binary `go install
 // golang.zx2c4.com/wireguard` builds) in the first two lab nodes, configured
 // with Debian's `wg` and `ip`, on overlay 100.64.1.0/24 and port 51821.
@@ -114,14 +245,13 @@ func StockPair(ctx context.Context, lab *netlab.Lab, binary string, mtu int) (*P
 	if err != nil {
 		return nil, err
 	}
-	var procs []*exec.Cmd
+	ps := &procs{}
 	var names []string
-	p := &Path{Name: "wireguard-go"}
+	p := &Path{Name: "wireguard-go", cpu: ps.cpu}
 	p.close = func() error {
-		for i, c := range procs {
-			c.Process.Kill()
-			c.Wait()
-			os.Remove("/var/run/wireguard/" + names[i] + ".sock")
+		ps.stop()
+		for _, n := range names {
+			os.Remove("/var/run/wireguard/" + n + ".sock")
 		}
 		return os.RemoveAll(dir)
 	}
@@ -141,12 +271,11 @@ func StockPair(ctx context.Context, lab *netlab.Lab, binary string, mtu int) (*P
 		}
 		pubs = append(pubs, key.Public().String())
 		c := n.Command(ctx, binary, "-f", name)
-		c.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error")
-		if err := c.Start(); err != nil {
+		c.Env = append(os.Environ(), "LOG_LEVEL=error")
+		if err := ps.start(c); err != nil {
 			p.close()
-			return nil, fmt.Errorf("start %s: %w", binary, err)
+			return nil, err
 		}
-		procs = append(procs, c)
 		if err := waitFor("/var/run/wireguard/"+name+".sock", 10*time.Second); err != nil {
 			p.close()
 			return nil, err
@@ -192,9 +321,12 @@ func waitFor(path string, d time.Duration) error {
 	return fmt.Errorf("%s did not appear within %v", path, d)
 }
 
-// Ping measures the average RTT from a to b in microseconds.
+// Ping measures the average RTT between the sides in microseconds, pinging
+// from B (always a kernel interface) to A.
 func Ping(ctx context.Context, p *Path) (float64, error) {
-	out, err := p.A.Node.Run(ctx, "ping", "-c", "5", "-i", "0.05", "-W", "2", p.B.Addr.String())
+	// The first packet of a tunnel waits for the handshake: not part of the RTT.
+	p.B.Node.Run(ctx, "ping", "-c", "1", "-W", "2", p.A.Addr.String())
+	out, err := p.B.Node.Run(ctx, "ping", "-c", "5", "-i", "0.05", "-W", "2", p.A.Addr.String())
 	if err != nil {
 		return 0, err
 	}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,6 +26,9 @@ type Options struct {
 	Streams []int
 	// Duration of each iperf3 run.
 	Duration time.Duration
+	// Weft is the weft binary; when set, kernel and tun pairs run as one
+	// `weft tunnel up` process per node, as on real nodes (and like Stock).
+	Weft string
 	// Stock is the path of a stock wireguard-go binary to measure in the same
 	// run; empty skips it.
 	Stock string
@@ -43,10 +45,13 @@ type Result struct {
 	Streams int     `json:"streams"`
 	Gbps    float64 `json:"gbps"`
 	RTTus   float64 `json:"rtt_us"`
+	// Tool is what measured it: iperf3, or the built-in Go sender ("go").
+	Tool string `json:"tool"`
 	// Ratio is Gbps over the underlay's Gbps with the same streams.
 	Ratio float64 `json:"ratio"`
-	// CPUSecPerGB is the CPU the tunnel process spent per GB moved (user +
-	// system of the process holding both devices); 0 where not measured.
+	// CPUSecPerGB is the CPU the tunnel processes spent per GB moved (user +
+	// system, both ends together; softirq time in the kernel is not in it);
+	// 0 where not measured.
 	CPUSecPerGB float64 `json:"cpu_s_per_gb,omitempty"`
 }
 
@@ -58,9 +63,6 @@ type Report struct {
 
 // Run builds a two-node lab and measures each path in turn.
 func Run(ctx context.Context, o Options) (Report, error) {
-	if !HaveIperf3() {
-		return Report{}, errors.New("bench: iperf3 is not installed (make deps installs it)")
-	}
 	if o.MTU == 0 {
 		o.MTU = 1500
 	}
@@ -81,18 +83,30 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 	rep := Report{Machine: machine()}
 	base := map[int]float64{}
-	measure := func(p *Path, cpu func() time.Duration) error {
+	measure := func(p *Path) error {
+		cpu := p.cpu
+		if cpu == nil {
+			cpu = func() time.Duration { return 0 }
+		}
 		rtt, err := Ping(ctx, p)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.Name, err)
 		}
 		for _, s := range o.Streams {
 			before := cpu()
-			th, err := Iperf3(ctx, p.A.Node, p.B.Node, p.B.Addr, s, o.Duration)
+			var th Throughput
+			if p.A.Stack != nil || !HaveIperf3() {
+				th, err = GoThroughput(ctx, p, s, o.Duration)
+			} else {
+				th, err = Iperf3(ctx, p.A.Node, p.B.Node, p.B.Addr, s, o.Duration)
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", p.Name, err)
 			}
-			r := Result{Mode: p.Name, Streams: s, Gbps: th.Gbps, RTTus: rtt}
+			r := Result{Mode: p.Name, Streams: s, Gbps: th.Gbps, RTTus: rtt, Tool: "iperf3"}
+			if p.A.Stack != nil || !HaveIperf3() {
+				r.Tool = "go"
+			}
 			if used := cpu() - before; used > 0 && th.Gbps > 0 {
 				gb := th.Gbps / 8 * o.Duration.Seconds()
 				r.CPUSecPerGB = used.Seconds() / gb
@@ -110,17 +124,22 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		}
 		return nil
 	}
-	none := func() time.Duration { return 0 }
-
-	if err := measure(Underlay(lab), none); err != nil {
+	if err := measure(Underlay(lab)); err != nil {
 		return rep, err
 	}
 	for _, m := range o.Modes {
-		p, _, err := WeftPair(ctx, lab, m, o.MTU-tunnel.Overhead, o.Logger)
+		var p *Path
+		var err error
+		if m == tunnel.ModeNetstack || o.Weft == "" {
+			// The Go sender must live in the process that holds the netstack.
+			p, _, err = WeftPair(ctx, lab, m, o.MTU-tunnel.Overhead, o.Logger)
+		} else {
+			p, err = ProcessPair(ctx, lab, o.Weft, m, o.MTU-tunnel.Overhead)
+		}
 		if err != nil {
 			return rep, err
 		}
-		err = measure(p, selfCPU)
+		err = measure(p)
 		p.Close()
 		if err != nil {
 			return rep, err
@@ -131,7 +150,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		if err != nil {
 			return rep, err
 		}
-		err = measure(p, childCPU)
+		err = measure(p)
 		p.Close()
 		if err != nil {
 			return rep, err
@@ -143,13 +162,13 @@ func Run(ctx context.Context, o Options) (Report, error) {
 // Print writes the report as a table.
 func (r Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\tstreams\tGbit/s\tvs underlay\tRTT µs\tCPU s/GB\t")
+	fmt.Fprintln(tw, "path\tstreams\tGbit/s\tvs underlay\tRTT µs\tCPU s/GB\ttool\t")
 	for _, x := range r.Results {
 		cpu := "-"
 		if x.CPUSecPerGB > 0 {
 			cpu = fmt.Sprintf("%.2f", x.CPUSecPerGB)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f×\t%.0f\t%s\t\n", x.Mode, x.Streams, x.Gbps, x.Ratio, x.RTTus, cpu)
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f×\t%.0f\t%s\t%s\t\n", x.Mode, x.Streams, x.Gbps, x.Ratio, x.RTTus, cpu, x.Tool)
 	}
 	tw.Flush()
 	if r.Machine != "" {
@@ -183,33 +202,24 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// childCPU sums the CPU of the stock wireguard-go processes, read from
-// /proc since they have not exited yet.
-func childCPU() time.Duration {
-	ents, _ := os.ReadDir("/proc")
-	var total time.Duration
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		open, closeP := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || closeP < 0 || !strings.HasPrefix(s[open+1:closeP], "wireguard") {
-			continue
-		}
-		f := strings.Fields(s[closeP+2:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * time.Second / 100 // USER_HZ
+// procCPU reads a process's user+system CPU time from /proc.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
 	}
-	return total
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return 0
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 func machine() string {
