@@ -62,6 +62,12 @@ type Config struct {
 	Address netip.Prefix
 	// MTU of the device; 0 means 1420.
 	MTU int
+	// Persist keeps a tun-mode interface (with its addresses and routes)
+	// when the process dies without Close, and a later Open of the same name
+	// adopts it instead of creating a new one: a restarted agent does not
+	// disturb the routes, and TCP streams across the node survive the gap.
+	// Kernel links persist anyway; netstack devices cannot.
+	Persist bool
 	// Logger receives the backend's logs; nil discards them.
 	Logger *slog.Logger
 	// Probes lets tests force what Detect sees; nil fields mean the real probe.

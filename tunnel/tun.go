@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -14,14 +15,37 @@ import (
 // with IFF_VNET_HDR and turns on TSO/USO, and conn.NewDefaultBind uses UDP
 // GSO/GRO: opening the TUN any other way would lose those offloads.
 func openTUN(_ context.Context, cfg Config) (Device, error) {
+	existing, err := netlink.LinkByName(cfg.Name)
+	if err == nil && existing.Type() != "tuntap" {
+		return nil, fmt.Errorf("tunnel %s: a %s link of that name exists", cfg.Name, existing.Type())
+	}
 	tdev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel %s: create TUN: %w", cfg.Name, err)
 	}
+	if existing != nil {
+		cfg.Logger.Info("adopted the existing TUN device", "dev", cfg.Name, "ifindex", existing.Attrs().Index)
+	}
+	var unpersist func()
+	if cfg.Persist {
+		if err := setPersist(tdev, true); err != nil {
+			tdev.Close()
+			return nil, fmt.Errorf("tunnel %s: %w", cfg.Name, err)
+		}
+		unpersist = func() { setPersist(tdev, false) }
+	} else if existing != nil {
+		// Adopted a persistent device but asked not to persist: let it go
+		// with this process.
+		setPersist(tdev, false)
+	}
 	u, err := startUserspace(cfg, ModeTUN, tdev)
 	if err != nil {
+		if unpersist != nil {
+			unpersist()
+		}
 		return nil, err
 	}
+	u.beforeClose = unpersist
 	if err := configureLink(cfg); err != nil {
 		u.Close()
 		return nil, err
@@ -54,4 +78,30 @@ func configureLink(cfg Config) error {
 
 func prefixIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// setPersist sets TUNSETPERSIST on the TUN's file descriptor. It goes
+// through SyscallConn: os.File.Fd would switch the descriptor to blocking
+// mode under wireguard-go's poller.
+func setPersist(dev tun.Device, on bool) error {
+	f := dev.File()
+	if f == nil {
+		return fmt.Errorf("set persist: TUN has no file")
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("set persist: %w", err)
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	var ioErr error
+	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, v) }); err != nil {
+		return fmt.Errorf("set persist: %w", err)
+	}
+	if ioErr != nil {
+		return fmt.Errorf("set persist: TUNSETPERSIST: %w", ioErr)
+	}
+	return nil
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -27,12 +29,15 @@ type userspace struct {
 	mu  sync.Mutex // serialises SetPeers/SetPrivateKey read-diff-write cycles
 	pub Key
 
+	connsMu   sync.Mutex // guards uapi, conns and closing
 	uapi      net.Listener
 	conns     map[net.Conn]struct{}
-	connsMu   sync.Mutex
+	closing   bool
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+	// beforeClose runs first in Close (un-persisting a TUN).
+	beforeClose func()
 }
 
 func startUserspace(cfg Config, mode Mode, tdev tun.Device) (*userspace, error) {
@@ -74,40 +79,79 @@ func startUserspace(cfg Config, mode Mode, tdev tun.Device) (*userspace, error) 
 }
 
 // serveUAPI listens on /var/run/wireguard/<name>.sock and hands each
-// connection to the device, as wireguard-go's own main does.
+// connection to the device, as wireguard-go's own main does. wireguard-go's
+// listener gives up for good on any inotify event on the socket file (a
+// chmod, a stale socket being replaced); the device then keeps the socket
+// alive by opening it again, so `wg show` always works while it is up.
 func (u *userspace) serveUAPI() error {
+	l, err := u.listenUAPI()
+	if err != nil {
+		return err
+	}
+	u.wg.Add(1)
+	go u.acceptUAPI(l)
+	return nil
+}
+
+func (u *userspace) listenUAPI() (net.Listener, error) {
 	f, err := ipc.UAPIOpen(u.name)
 	if err != nil {
-		return fmt.Errorf("tunnel %s: open uapi socket: %w", u.name, err)
+		return nil, fmt.Errorf("tunnel %s: open uapi socket: %w", u.name, err)
 	}
 	l, err := ipc.UAPIListen(u.name, f)
+	f.Close() // UAPIListen holds its own descriptor
 	if err != nil {
-		f.Close()
-		return fmt.Errorf("tunnel %s: listen on uapi socket: %w", u.name, err)
+		return nil, fmt.Errorf("tunnel %s: listen on uapi socket: %w", u.name, err)
+	}
+	u.connsMu.Lock()
+	defer u.connsMu.Unlock()
+	if u.closing {
+		l.Close()
+		return nil, os.ErrClosed
 	}
 	u.uapi = l
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
+	return l, nil
+}
+
+func (u *userspace) acceptUAPI(l net.Listener) {
+	defer u.wg.Done()
+	for tries := 0; ; {
+		c, err := l.Accept()
+		if err != nil {
+			u.connsMu.Lock()
+			closing := u.closing
+			u.connsMu.Unlock()
+			l.Close()
+			if closing {
 				return
 			}
-			u.connsMu.Lock()
-			u.conns[c] = struct{}{}
-			u.connsMu.Unlock()
-			u.wg.Add(1)
-			go func() {
-				defer u.wg.Done()
-				u.dev.IpcHandle(c)
-				u.connsMu.Lock()
-				delete(u.conns, c)
-				u.connsMu.Unlock()
-			}()
+			if tries++; tries > 20 {
+				u.log.Error("uapi socket lost for good; wg show cannot read this device", "err", err)
+				return
+			}
+			u.log.Warn("uapi socket lost; opening it again", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			if l, err = u.listenUAPI(); err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					u.log.Error("uapi socket cannot be reopened", "err", err)
+				}
+				return
+			}
+			continue
 		}
-	}()
-	return nil
+		tries = 0
+		u.connsMu.Lock()
+		u.conns[c] = struct{}{}
+		u.connsMu.Unlock()
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			u.dev.IpcHandle(c)
+			u.connsMu.Lock()
+			delete(u.conns, c)
+			u.connsMu.Unlock()
+		}()
+	}
 }
 
 func (u *userspace) Name() string   { return u.name }
@@ -164,11 +208,17 @@ func (u *userspace) SetPrivateKey(k PrivateKey) error {
 
 func (u *userspace) Close() error {
 	u.closeOnce.Do(func() {
-		var errs []error
-		if u.uapi != nil {
-			errs = append(errs, u.uapi.Close())
+		if u.beforeClose != nil {
+			u.beforeClose()
 		}
+		var errs []error
 		u.connsMu.Lock()
+		u.closing = true
+		if u.uapi != nil {
+			// The accept loop may have seen the listener die already; a
+			// second close error says nothing about the device.
+			u.uapi.Close()
+		}
 		for c := range u.conns {
 			c.Close()
 		}
