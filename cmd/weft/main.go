@@ -47,6 +47,9 @@ func newRoot() *cobra.Command {
 		newDemoCmd(g),
 		newBenchCmd(g),
 		newTunnelCmd(g),
+		newAgentCmd(g),
+		newStatusCmd(g),
+		newKeygenCmd(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print the version",

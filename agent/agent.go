@@ -1,0 +1,210 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/tunnel"
+)
+
+// Config configures an agent. Zero values get the defaults in parentheses.
+type Config struct {
+	// NodeName is this member's name (required; the Kubernetes node name).
+	NodeName string
+	// Join lists members to contact at start ("host[:port]").
+	Join []string
+	// Bind is the gossip address (0.0.0.0:7946).
+	Bind netip.AddrPort
+	// Advertise is the gossip address others use (Bind's, or the address
+	// memberlist picks).
+	Advertise netip.AddrPort
+	// GossipKeys is the keyring, primary first. Required unless
+	// InsecureGossip.
+	GossipKeys     [][]byte
+	InsecureGossip bool
+	// GossipProfile is "lan" (default) or "local" for loopback tests.
+	GossipProfile string
+	// Pool is the cluster range, block size and lease TTL
+	// (100.64.0.0/16, /24, 10 min).
+	Pool LeaseConfig
+	// Interface is the WireGuard link (weft0).
+	Interface string
+	// Mode is the tunnel backend (auto).
+	Mode tunnel.Mode
+	// ListenPort is WireGuard's UDP port (51820).
+	ListenPort int
+	// Endpoint is the underlay address peers send WireGuard to (the gossip
+	// advertise address).
+	Endpoint netip.Addr
+	// MTU of the tunnel (1420).
+	MTU int
+	// StateDir holds state.json and the Serf snapshot (/var/lib/weft).
+	StateDir string
+	// SocketPath is the local API socket (/run/weft/agent.sock).
+	SocketPath string
+	// MetricsAddr serves /metrics, /healthz and /readyz over TCP ("" off).
+	MetricsAddr string
+	// KeyRotation rotates the WireGuard key this often (0: never).
+	KeyRotation time.Duration
+	// LeaveOnExit leaves the mesh when Run returns, freeing the block at
+	// once (true for scale-down; a crash is a failure and keeps the block
+	// for the TTL instead).
+	LeaveOnExit bool
+	// Resync is how often the agent reconciles without a membership event
+	// (5 s); it is also what lets failed leases expire on time.
+	Resync time.Duration
+	Logger *slog.Logger
+	// Registry receives the agent's metrics (a new registry if nil).
+	Registry *prometheus.Registry
+	// Now is the clock (time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return errors.New("agent: node name is empty and the hostname is unknown")
+		}
+		c.NodeName = h
+	}
+	if !c.Bind.IsValid() {
+		c.Bind = netip.MustParseAddrPort("0.0.0.0:7946")
+	}
+	if !c.Pool.Range.IsValid() {
+		c.Pool.Range = netip.MustParsePrefix("100.64.0.0/16")
+	}
+	if c.Pool.BlockBits == 0 {
+		c.Pool.BlockBits = 24
+	}
+	if c.Pool.TTL == 0 {
+		c.Pool.TTL = 10 * time.Minute
+	}
+	if err := c.Pool.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if c.Interface == "" {
+		c.Interface = "weft0"
+	}
+	if err := tunnel.ValidateInterfaceName(c.Interface); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if c.Mode == "" {
+		c.Mode = tunnel.ModeAuto
+	}
+	if c.ListenPort == 0 {
+		c.ListenPort = tunnel.DefaultListenPort
+	}
+	if c.MTU == 0 {
+		c.MTU = 1500 - tunnel.Overhead
+	}
+	if err := tunnel.ValidateMTU(c.MTU); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/weft"
+	}
+	if c.SocketPath == "" {
+		c.SocketPath = "/run/weft/agent.sock"
+	}
+	if c.Resync == 0 {
+		c.Resync = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if len(c.GossipKeys) == 0 && !c.InsecureGossip {
+		return ErrNoGossipKey
+	}
+	return nil
+}
+
+// Agent is one node's control plane.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	mu        sync.Mutex // guards the fields below, read by the API
+	state     State
+	mem       *Membership
+	dev       tunnel.Device
+	routes    *hostRoutes
+	tags      Tags
+	last      snapshot
+	ready     bool
+	conflicts []Conflict // conflicts this agent lost, most recent last
+
+	// noDevice runs membership and leases only: the many-agent simulations
+	// in this package's tests, which would not fit 200 WireGuard devices.
+	noDevice bool
+	// transport replaces memberlist's network (partition tests).
+	transport memberlist.Transport
+}
+
+// snapshot is the outcome of the last reconcile, for the API.
+type snapshot struct {
+	at      time.Time
+	members []Member
+	leases  Leases
+	desired DesiredState
+	err     error
+}
+
+// New checks the configuration; Run does the work.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName)}
+	a.metrics = newMetrics(cfg.Registry, a)
+	return a, nil
+}
+
+func (a *Agent) statePath() string { return filepath.Join(a.cfg.StateDir, "state.json") }
+
+// loadIdentity reads the state file, or starts fresh (new key, no block)
+// when there is none or it belongs to something else.
+func (a *Agent) loadIdentity() error {
+	st, err := LoadState(a.statePath(), a.cfg.NodeName)
+	switch {
+	case err == nil:
+		if st.Block.IsValid() && (st.Range != a.cfg.Pool.Range || st.Block.Bits() != a.cfg.Pool.BlockBits) {
+			a.log.Warn("dropping the persisted lease: the cluster range changed", "block", st.Block, "old_range", st.Range, "range", a.cfg.Pool.Range)
+			st.Block, st.Range, st.LeaseTime = netip.Prefix{}, netip.Prefix{}, 0
+		}
+		a.log.Info("state loaded", "key", st.Key, "block", st.Block)
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, ErrStateMismatch):
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.log.Warn("ignoring a state file that is not ours", "err", err)
+		}
+		k, gerr := tunnel.GeneratePrivateKey()
+		if gerr != nil {
+			return gerr
+		}
+		st = State{NodeName: a.cfg.NodeName, Key: k}
+		a.log.Info("new identity", "key", k)
+	default:
+		return err
+	}
+	if err := SaveState(a.statePath(), st); err != nil {
+		return err
+	}
+	a.state = st
+	return nil
+}

@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// fakeClock is a clock the simulation moves forward (lease TTLs) while
+// gossip runs in real time.
+type fakeClock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+func names(prefix string, from, n int) []string {
+	var out []string
+	for i := from; i < from+n; i++ {
+		out = append(out, fmt.Sprintf("%s%03d", prefix, i))
+	}
+	return out
+}
+
+// Issue 4, test 2: real Serf agents in one process on loopback, each with
+// its lease logic, converge with no duplicate blocks; then 10 % fail, 10 %
+// leave, and newcomers join: the leavers' blocks are reused at once, the
+// failed members' blocks only after the lease TTL. With -short: 40 agents.
+func TestSimulationChurn(t *testing.T) {
+	n, bits := 200, 16 // 256 blocks of /24
+	if testing.Short() {
+		n, bits = 40, 18 // 64 blocks
+	}
+	pool := LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
+	blocks := 1 << (24 - bits)
+	s := newSim(t, pool)
+	clock := &fakeClock{}
+	s.now = clock.Now
+
+	first := names("node", 0, n)
+	start := time.Now()
+	for _, name := range first {
+		s.start(name, 0, false)
+	}
+	took := waitUntil(t, 3*time.Minute, "initial convergence", func() error { return s.settled(first) })
+	t.Logf("%d agents converged in %v (%.1f s after the last start)", n, time.Since(start).Round(time.Millisecond), took.Seconds())
+
+	tenth := n / 10
+	failed, left, stay := first[:tenth], first[tenth:2*tenth], first[2*tenth:]
+	before := s.leases(first)
+	for _, name := range left {
+		s.all[name].cfg.LeaveOnExit = true
+		s.stop(name)
+	}
+	for _, name := range failed {
+		s.stop(name) // no leave: a crash
+	}
+	s.seed = s.all[stay[0]].addr // node000, the first seed, is gone
+	// The newcomers need all free blocks and all but two of the leavers':
+	// they all get one only if left blocks are reused at once, and none may
+	// take a failed member's block while its TTL runs.
+	newcomers := names("new", 0, blocks-n+tenth-2)
+	for _, name := range newcomers {
+		s.start(name, 0, false)
+	}
+	alive := append(append([]string{}, stay...), newcomers...)
+	start = time.Now()
+	waitUntil(t, 3*time.Minute, "convergence after churn", func() error { return s.settled(alive) })
+	t.Logf("after %d failed, %d left, %d joined: converged in %v", tenth, tenth, len(newcomers), time.Since(start).Round(time.Millisecond))
+	now := s.leases(alive)
+	held := map[netip.Prefix]string{}
+	for _, name := range failed {
+		held[before[name]] = name
+	}
+	for name, b := range now {
+		if f, ok := held[b]; ok {
+			t.Fatalf("%s took %s of failed %s before the TTL", name, b, f)
+		}
+	}
+	for _, name := range stay {
+		if now[name] != before[name] {
+			t.Errorf("%s lost its block %s (now %s)", name, before[name], now[name])
+		}
+	}
+
+	// After the TTL the failed members' blocks are free again: the late
+	// joiners fill every free block, so they must take all of them.
+	clock.advance(pool.TTL + time.Minute)
+	late := names("late", 0, tenth+2)
+	for _, name := range late {
+		s.start(name, 0, false)
+	}
+	all := append(append([]string{}, alive...), late...)
+	waitUntil(t, 3*time.Minute, "convergence after the TTL", func() error { return s.settled(all) })
+	got := map[netip.Prefix]bool{}
+	for _, b := range s.leases(late) {
+		got[b] = true
+	}
+	for _, name := range failed {
+		if !got[before[name]] {
+			t.Errorf("expired block %s of failed %s was not reused (late joiners hold %v)", before[name], name, s.leases(late))
+		}
+	}
+}
+
+// Issue 4, test 3: a partition longer than the lease TTL lets a newcomer on
+// one side claim a block of a member on the other side; when the partition
+// heals the conflict is detected, the earlier claim keeps the block, the
+// newcomer re-leases, and the conflict shows in its API and metrics.
+func TestPartitionHealResolvesConflict(t *testing.T) {
+	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute}
+	s := newSim(t, pool)
+	clock := &fakeClock{}
+	s.now = clock.Now
+	sideA, sideB := []string{"a1", "a2"}, []string{"b1", "b2"}
+	for _, n := range sideA {
+		s.start(n, 1, false)
+	}
+	for _, n := range sideB {
+		s.start(n, 2, false)
+	}
+	everyone := append(append([]string{}, sideA...), sideB...)
+	waitUntil(t, time.Minute, "mesh before the partition", func() error { return s.settled(everyone) })
+	before := s.leases(everyone)
+
+	s.sb.partition(true)
+	waitUntil(t, time.Minute, "side B sees side A failed", func() error {
+		for _, m := range s.all["b1"].mem.Members() {
+			if (m.Name == "a1" || m.Name == "a2") && m.Status != StatusFailed {
+				return fmt.Errorf("b1 sees %s %s", m.Name, m.Status)
+			}
+		}
+		return nil
+	})
+	clock.advance(pool.TTL + time.Minute)
+
+	// Pick a newcomer name whose claim, on side B's view, lands on a1's block.
+	view := s.all["b1"].mem.Members()
+	var newcomer string
+	for i := 0; i < 10000 && newcomer == ""; i++ {
+		name := fmt.Sprintf("b-new-%d", i)
+		if b, err := ClaimBlock(pool, name, view, clock.Now()); err == nil && b == before["a1"] {
+			newcomer = name
+		}
+	}
+	if newcomer == "" {
+		t.Fatal("no newcomer name claims a1's block")
+	}
+	s.seedFor[2] = s.all["b1"].addr
+	s.start(newcomer, 2, false)
+	waitUntil(t, time.Minute, "newcomer claims a1's block inside the partition", func() error {
+		if got := s.leases([]string{newcomer})[newcomer]; got != before["a1"] {
+			return fmt.Errorf("newcomer holds %v", got)
+		}
+		return nil
+	})
+
+	s.sb.partition(false)
+	everyone = append(everyone, newcomer)
+	waitUntil(t, 2*time.Minute, "healed with no duplicate blocks", func() error { return s.settled(everyone) })
+	after := s.leases(everyone)
+	if after["a1"] != before["a1"] {
+		t.Errorf("a1, the earlier claim, lost its block: %s -> %s", before["a1"], after["a1"])
+	}
+	if after[newcomer] == before["a1"] {
+		t.Errorf("newcomer kept the contested block")
+	}
+	nc := s.all[newcomer]
+	st := nc.Report()
+	if len(st.Conflicts) == 0 || st.Conflicts[0].Block != before["a1"].String() || st.Conflicts[0].Winner != "a1" {
+		t.Errorf("conflict not in the newcomer's API: %+v", st.Conflicts)
+	}
+	if v := testutil.ToFloat64(nc.metrics.conflicts); v != 1 {
+		t.Errorf("weft_ipam_conflicts_total = %v, want 1", v)
+	}
+}

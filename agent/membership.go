@@ -1,0 +1,396 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+)
+
+// ErrNoGossipKey is returned when gossip would run unencrypted without the
+// operator asking for it.
+var ErrNoGossipKey = errors.New("no gossip key: weft encrypts gossip by default; give a key (weft keygen) or set --insecure-gossip")
+
+// MembershipConfig configures the Serf side of an agent.
+type MembershipConfig struct {
+	// NodeName is the member name, normally the Kubernetes node name.
+	NodeName string
+	// Bind is the gossip address, e.g. 0.0.0.0:7946 (port 0 picks one).
+	Bind netip.AddrPort
+	// Advertise is the address others reach us at; zero means Bind's (or
+	// the address memberlist picks when Bind is unspecified).
+	Advertise netip.AddrPort
+	// Keys is the gossip keyring; Keys[0] is the primary (used to send).
+	// Each key is 16, 24 or 32 bytes (AES-128/192/256-GCM).
+	Keys [][]byte
+	// Insecure allows running without keys. Never the default.
+	Insecure bool
+	// SnapshotPath lets a restarted agent rejoin the members it knew.
+	SnapshotPath string
+	// Profile tunes memberlist timings: "lan" (default) or "local" (loopback
+	// tests and simulations, much faster failure detection).
+	Profile string
+	// Tags are the initial tags.
+	Tags   Tags
+	Logger *slog.Logger
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+	// Transport replaces memberlist's UDP/TCP transport (tests that cut
+	// the network between members); nil means the real one.
+	Transport memberlist.Transport
+}
+
+// Membership is this agent's view of the mesh, kept by Serf.
+type Membership struct {
+	serf    *serf.Serf
+	events  chan serf.Event
+	changed chan struct{}
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu   sync.Mutex
+	seen map[string]seenStatus
+	want map[string]string // the tags we last set
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+type seenStatus struct {
+	status Status
+	since  time.Time
+}
+
+// StartMembership creates the Serf instance (it starts listening at once).
+func StartMembership(cfg MembershipConfig) (*Membership, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("membership: node name is empty")
+	}
+	if len(cfg.Keys) == 0 && !cfg.Insecure {
+		return nil, ErrNoGossipKey
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	tags, err := cfg.Tags.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	sc := serf.DefaultConfig()
+	sc.NodeName = cfg.NodeName
+	sc.Tags = tags
+	sc.SnapshotPath = cfg.SnapshotPath
+	sc.RejoinAfterLeave = true
+	sc.EnableNameConflictResolution = true
+	sc.ValidateNodeNames = true
+	switch cfg.Profile {
+	case "", "lan":
+		sc.MemberlistConfig = memberlist.DefaultLANConfig()
+	case "local":
+		sc.MemberlistConfig = memberlist.DefaultLocalConfig()
+		sc.ReapInterval = time.Second
+		sc.ReconnectInterval = 2 * time.Second
+	default:
+		return nil, fmt.Errorf("membership: profile %q: want lan or local", cfg.Profile)
+	}
+	mc := sc.MemberlistConfig
+	mc.Name = cfg.NodeName
+	// Tag changes (a lease, a key) are rare and must reach every member:
+	// retransmit each broadcast more than memberlist's default before
+	// push-pull anti-entropy (tens of seconds in a big mesh) repairs a miss.
+	mc.RetransmitMult = 6
+	if cfg.Profile == "local" {
+		mc.PushPullInterval = 5 * time.Second
+	}
+	if cfg.Bind.IsValid() {
+		mc.BindAddr = cfg.Bind.Addr().String()
+		mc.BindPort = int(cfg.Bind.Port())
+		mc.AdvertisePort = int(cfg.Bind.Port())
+	}
+	if cfg.Advertise.IsValid() {
+		mc.AdvertiseAddr = cfg.Advertise.Addr().String()
+		mc.AdvertisePort = int(cfg.Advertise.Port())
+	}
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+	}
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("membership: gossip keyring: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	lw := &logWriter{l: cfg.Logger.With("component", "serf")}
+	sc.Logger = log.New(lw, "", 0)
+	mc.Logger = sc.Logger
+	events := make(chan serf.Event, 256)
+	sc.EventCh = events
+
+	s, err := serf.Create(sc)
+	if err != nil {
+		return nil, fmt.Errorf("membership: start serf on %s: %w", cfg.Bind, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Membership{
+		want:    tags,
+		serf:    s,
+		events:  events,
+		changed: make(chan struct{}, 1),
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		seen:    map[string]seenStatus{},
+		cancel:  cancel,
+	}
+	m.wg.Add(1)
+	go m.loop(ctx)
+	return m, nil
+}
+
+// loop drains Serf's events; every member event marks the view changed.
+func (m *Membership) loop(ctx context.Context) {
+	defer m.wg.Done()
+	check := time.NewTicker(2 * time.Second)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-check.C:
+			m.reassertTags()
+		case ev := <-m.events:
+			if me, ok := ev.(serf.MemberEvent); ok {
+				for _, mem := range me.Members {
+					m.log.Debug("member event", "event", me.Type.String(), "member", mem.Name, "status", mem.Status.String())
+				}
+				m.notify()
+			}
+		}
+	}
+}
+
+func (m *Membership) notify() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Changed fires (coalesced) whenever a member joins, leaves, fails, or
+// changes its tags.
+func (m *Membership) Changed() <-chan struct{} { return m.changed }
+
+// Join contacts existing members ("host:port"; port defaults to 7946).
+// It returns how many it reached.
+func (m *Membership) Join(addrs []string) (int, error) {
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	n, err := m.serf.Join(addrs, true)
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("membership: join %v: %w", addrs, err)
+	}
+	return n, nil
+}
+
+// SetTags announces new tags.
+func (m *Membership) SetTags(t Tags) error {
+	tags, err := t.Encode()
+	if err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	m.mu.Lock()
+	m.want = tags
+	m.mu.Unlock()
+	if err := m.serf.SetTags(tags); err != nil {
+		// Serf has taken the tags and gossip carries them on; only the wait
+		// for the first broadcast ran out (a busy node). Not a failure.
+		if strings.Contains(err.Error(), "timeout waiting for update broadcast") {
+			m.log.Debug("tag update still spreading", "err", err)
+			return nil
+		}
+		return fmt.Errorf("membership: set tags: %w", err)
+	}
+	return nil
+}
+
+// reassertTags announces our tags again if memberlist lost them. memberlist
+// (v0.7.0) can drop a tag update for good: UpdateNode takes an incarnation
+// number, and a refutation running at the same moment (common on a busy
+// node whose probes time out) takes a higher one and re-broadcasts the old
+// metadata; the update is then "older" and discarded, and every later
+// refutation and push-pull repeats the old tags.
+func (m *Membership) reassertTags() {
+	m.mu.Lock()
+	want := m.want
+	m.mu.Unlock()
+	have := decodeSerfTags(m.serf.Memberlist().LocalNode().Meta)
+	if maps.Equal(have, want) {
+		return
+	}
+	m.log.Debug("memberlist lost our tag update; announcing again")
+	if err := m.serf.SetTags(want); err != nil && !strings.Contains(err.Error(), "timeout waiting for update broadcast") {
+		m.log.Warn("re-announcing tags failed", "err", err)
+	}
+}
+
+// decodeSerfTags reads node metadata as Serf writes it: a magic byte, then
+// a msgpack map.
+func decodeSerfTags(meta []byte) map[string]string {
+	tags := map[string]string{}
+	if len(meta) < 1 || meta[0] != 0xff {
+		return tags
+	}
+	codec.NewDecoderBytes(meta[1:], &codec.MsgpackHandle{}).Decode(&tags)
+	return tags
+}
+
+// Members returns every member Serf knows, self included, sorted by name,
+// with decoded tags (or TagsErr) and the time each entered its status.
+func (m *Membership) Members() []Member {
+	now := m.now()
+	sms := m.serf.Members()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Member, 0, len(sms))
+	present := make(map[string]bool, len(sms))
+	for _, sm := range sms {
+		st := statusOf(sm.Status)
+		seen, ok := m.seen[sm.Name]
+		if !ok || seen.status != st {
+			seen = seenStatus{status: st, since: now}
+			m.seen[sm.Name] = seen
+		}
+		present[sm.Name] = true
+		mem := Member{Name: sm.Name, Status: st, Since: seen.since}
+		if a, ok := netip.AddrFromSlice(sm.Addr); ok {
+			mem.Addr = netip.AddrPortFrom(a.Unmap(), sm.Port)
+		}
+		mem.Tags, mem.TagsErr = DecodeTags(sm.Tags)
+		out = append(out, mem)
+	}
+	for name := range m.seen {
+		if !present[name] {
+			delete(m.seen, name) // reaped by Serf
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func statusOf(s serf.MemberStatus) Status {
+	switch s {
+	case serf.StatusFailed:
+		return StatusFailed
+	case serf.StatusLeft:
+		return StatusLeft
+	}
+	return StatusAlive // alive, leaving, none
+}
+
+// LocalAddr is the gossip address this member advertises.
+func (m *Membership) LocalAddr() netip.AddrPort {
+	lm := m.serf.LocalMember()
+	a, _ := netip.AddrFromSlice(lm.Addr)
+	return netip.AddrPortFrom(a.Unmap(), lm.Port)
+}
+
+// Encrypted reports whether gossip is encrypted.
+func (m *Membership) Encrypted() bool { return m.serf.EncryptionEnabled() }
+
+// RotateGossipKey installs key on every member, makes it the primary, and
+// removes old: Serf's install -> use -> remove, each step cluster-wide.
+func (m *Membership) RotateGossipKey(key, old []byte) error {
+	km := m.serf.KeyManager()
+	enc := encodeKey(key)
+	if _, err := km.InstallKey(enc); err != nil {
+		return fmt.Errorf("gossip key rotation: install: %w", err)
+	}
+	if _, err := km.UseKey(enc); err != nil {
+		return fmt.Errorf("gossip key rotation: use: %w", err)
+	}
+	if old != nil {
+		if _, err := km.RemoveKey(encodeKey(old)); err != nil {
+			return fmt.Errorf("gossip key rotation: remove old: %w", err)
+		}
+	}
+	return nil
+}
+
+// Leave tells the mesh this member is going away for good: its lease is
+// freed at once.
+func (m *Membership) Leave() error {
+	if err := m.serf.Leave(); err != nil {
+		return fmt.Errorf("membership: leave: %w", err)
+	}
+	return nil
+}
+
+// Close shuts Serf down (without leaving: the others see a failure) and
+// stops the event loop.
+func (m *Membership) Close() error {
+	var err error
+	m.once.Do(func() {
+		err = m.serf.Shutdown()
+		m.cancel()
+		m.wg.Wait()
+	})
+	return err
+}
+
+// logWriter turns the "[LEVEL] text" lines of Serf's and memberlist's
+// standard loggers into slog records.
+type logWriter struct{ l *slog.Logger }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	lvl := slog.LevelInfo
+	for prefix, l := range map[string]slog.Level{"[DEBUG]": slog.LevelDebug, "[INFO]": slog.LevelInfo, "[WARN]": slog.LevelWarn, "[ERR]": slog.LevelError, "[ERROR]": slog.LevelError} {
+		if len(line) >= len(prefix) && line[:len(prefix)] == prefix {
+			lvl = l
+			line = string(bytes.TrimSpace([]byte(line[len(prefix):])))
+			break
+		}
+	}
+	w.l.Log(context.Background(), lvl, line)
+	return len(p), nil
+}
+
+var _ io.Writer = (*logWriter)(nil)
+
+// ParseJoinAddr normalises "host", "host:port" or "[v6]:port" with the
+// default gossip port 7946.
+func ParseJoinAddr(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		host, port = s, "7946"
+	}
+	if host == "" {
+		return "", fmt.Errorf("join address %q: no host", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("join address %q: bad port", s)
+	}
+	return net.JoinHostPort(host, port), nil
+}

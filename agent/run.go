@@ -1,0 +1,395 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/hashicorp/go-sockaddr"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/weftnet/weft/tunnel"
+)
+
+// Run starts the agent and keeps the node's WireGuard peers, routes and
+// lease in line with the mesh until ctx is cancelled.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.loadIdentity(); err != nil {
+		return err
+	}
+	mode, err := a.resolveMode()
+	if err != nil {
+		return err
+	}
+	a.tags = Tags{
+		Version:   TagVersion,
+		PublicKey: a.state.Key.Public(),
+		Mode:      string(mode),
+		MTU:       a.cfg.MTU,
+		Block:     a.state.Block,
+		LeaseTime: a.state.LeaseTime,
+	}
+	mem, err := StartMembership(MembershipConfig{
+		NodeName:     a.cfg.NodeName,
+		Bind:         a.cfg.Bind,
+		Advertise:    a.cfg.Advertise,
+		Keys:         a.cfg.GossipKeys,
+		Insecure:     a.cfg.InsecureGossip,
+		SnapshotPath: filepath.Join(a.cfg.StateDir, "serf.snapshot"),
+		Profile:      a.cfg.GossipProfile,
+		Tags:         a.withEndpoint(a.tags, netip.Addr{}),
+		Logger:       a.log,
+		Now:          a.cfg.Now,
+		Transport:    a.transport,
+	})
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.mem = mem
+	a.mu.Unlock()
+	if !mem.Encrypted() {
+		a.log.Warn("gossip is NOT encrypted (--insecure-gossip)")
+	}
+	// The endpoint is the advertised gossip address unless configured.
+	a.tags = a.withEndpoint(a.tags, mem.LocalAddr().Addr())
+	if err := mem.SetTags(a.tags); err != nil {
+		mem.Close()
+		return err
+	}
+	defer a.shutdown()
+
+	joined := a.join()
+	// A persisted block is ours again only if no live member took it while
+	// we were away (after our lease TTL ran out).
+	if a.state.Block.IsValid() && len(a.cfg.Join) > 0 {
+		a.waitSettled(ctx, 2*time.Second)
+	}
+
+	srv, err := a.serveAPI(ctx)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+
+	if err := a.claimLease(true); err != nil {
+		return err
+	}
+	if !a.noDevice {
+		if err := a.openDevice(ctx, mode); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	a.ready = true
+	a.mu.Unlock()
+
+	var rotate <-chan time.Time
+	if a.cfg.KeyRotation > 0 {
+		t := time.NewTicker(a.cfg.KeyRotation)
+		defer t.Stop()
+		rotate = t.C
+	}
+	tick := time.NewTicker(a.cfg.Resync)
+	defer tick.Stop()
+	backoff := time.Duration(0)
+	var retry <-chan time.Time
+	for {
+		err := a.reconcile()
+		if err != nil {
+			backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
+			a.log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
+			retry = time.After(backoff)
+		} else {
+			backoff, retry = 0, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-mem.Changed():
+		case <-tick.C:
+			// Alone with join addresses to try (they were all down when we
+			// started, or we lost everyone): keep trying them.
+			if !joined || a.alone() {
+				joined = a.join()
+			}
+		case <-retry:
+		case <-rotate:
+			if err := a.rotateKey(); err != nil {
+				a.log.Error("key rotation failed", "err", err)
+			}
+		}
+	}
+}
+
+// join contacts the configured members; true if one answered (or there is
+// nobody to join).
+func (a *Agent) join() bool {
+	if len(a.cfg.Join) == 0 {
+		return true
+	}
+	n, err := a.mem.Join(a.cfg.Join)
+	if err != nil {
+		a.log.Warn("join failed; will retry", "err", err)
+		return false
+	}
+	a.log.Info("joined the mesh", "contacted", n)
+	return true
+}
+
+// alone reports whether no other member is alive.
+func (a *Agent) alone() bool {
+	for _, m := range a.mem.Members() {
+		if m.Name != a.cfg.NodeName && m.Status == StatusAlive {
+			return false
+		}
+	}
+	return true
+}
+
+// withEndpoint sets the WireGuard endpoint tag: the configured endpoint,
+// else the advertised or bound gossip address, else the address memberlist
+// itself would advertise for an unspecified bind (the first private IP).
+func (a *Agent) withEndpoint(t Tags, gossip netip.Addr) Tags {
+	for _, ip := range []netip.Addr{a.cfg.Endpoint, gossip, a.cfg.Advertise.Addr(), a.cfg.Bind.Addr(), privateIP()} {
+		if ip.IsValid() && !ip.IsUnspecified() {
+			t.Endpoint = netip.AddrPortFrom(ip.Unmap(), uint16(a.cfg.ListenPort))
+			break
+		}
+	}
+	return t
+}
+
+func privateIP() netip.Addr {
+	s, err := sockaddr.GetPrivateIP()
+	if err != nil || s == "" {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(s)
+	return a
+}
+
+// resolveMode runs tunnel detection once so the mode can be announced.
+func (a *Agent) resolveMode() (tunnel.Mode, error) {
+	if a.cfg.Mode != tunnel.ModeAuto {
+		return a.cfg.Mode, nil
+	}
+	mode, tried := tunnel.Detect(tunnel.Probes{})
+	for _, t := range tried {
+		if t.Err != nil {
+			a.log.Info("tunnel backend unavailable", "mode", t.Mode, "reason", t.Err)
+		}
+	}
+	a.log.Info("tunnel backend chosen", "mode", mode)
+	return mode, nil
+}
+
+// waitSettled gives gossip a moment to deliver the full member list after
+// a join (push-pull sync normally lands within a round trip).
+func (a *Agent) waitSettled(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// claimLease decides this node's block and, if it changed, persists it
+// before announcing it. At start, a persisted block another live member now
+// holds is given up rather than fought for.
+func (a *Agent) claimLease(starting bool) error {
+	now := a.cfg.Now()
+	members := a.mem.Members()
+	self := Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}
+	if starting && a.tags.Block.IsValid() {
+		for _, m := range members {
+			if m.Name != a.cfg.NodeName && m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block == a.tags.Block {
+				a.log.Warn("persisted block is held by another member now; leasing another", "block", a.tags.Block, "holder", m.Name)
+				self.Tags.Block, self.Tags.LeaseTime = netip.Prefix{}, 0
+			}
+		}
+	}
+	block, lt, changed, err := NextLease(a.cfg.Pool, self, members, now)
+	if err != nil {
+		return fmt.Errorf("agent: lease: %w", err)
+	}
+	if !changed && block == a.tags.Block {
+		return nil
+	}
+	if a.tags.Block.IsValid() && block != a.tags.Block {
+		a.noteLostLease(members, now)
+	}
+	st := a.state
+	st.Block, st.Range, st.LeaseTime = block, a.cfg.Pool.Range, lt
+	if err := SaveState(a.statePath(), st); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.state = st
+	a.tags.Block, a.tags.LeaseTime = block, lt
+	tags := a.tags
+	a.mu.Unlock()
+	a.log.Info("lease claimed", "block", block)
+	if err := a.mem.SetTags(tags); err != nil {
+		return err
+	}
+	if a.dev != nil {
+		return a.applyAddress()
+	}
+	return nil
+}
+
+// noteLostLease records a conflict this node lost.
+func (a *Agent) noteLostLease(members []Member, now time.Time) {
+	leases := ResolveLeases(a.cfg.Pool, append(others(members, a.cfg.NodeName), Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}), now)
+	for _, c := range leases.Conflicts {
+		if c.Loser == a.cfg.NodeName {
+			a.log.Warn("lease conflict lost; re-leasing", "block", c.Block, "winner", c.Winner)
+			a.metrics.conflicts.Inc()
+			a.mu.Lock()
+			a.conflicts = append(a.conflicts, c)
+			if len(a.conflicts) > 16 {
+				a.conflicts = a.conflicts[1:]
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+func others(ms []Member, self string) []Member {
+	out := make([]Member, 0, len(ms))
+	for _, m := range ms {
+		if m.Name != self {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (a *Agent) openDevice(ctx context.Context, mode tunnel.Mode) error {
+	cfg := tunnel.Config{
+		Name:       a.cfg.Interface,
+		Mode:       mode,
+		PrivateKey: a.state.Key,
+		ListenPort: a.cfg.ListenPort,
+		MTU:        a.cfg.MTU,
+		Logger:     a.log,
+		// A killed agent leaves the interface and its routes in place and
+		// the restarted one adopts them: streams across the node survive.
+		Persist: true,
+	}
+	if mode == tunnel.ModeNetstack {
+		cfg.Address = netip.PrefixFrom(NodeAddress(a.state.Block), a.state.Block.Addr().BitLen())
+	}
+	dev, err := tunnel.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.dev = dev
+	a.mu.Unlock()
+	if mode != tunnel.ModeNetstack {
+		a.routes = &hostRoutes{link: a.cfg.Interface}
+	}
+	return a.applyAddress()
+}
+
+func (a *Agent) applyAddress() error {
+	if a.routes == nil {
+		return nil
+	}
+	return a.routes.setAddress(NodeAddress(a.state.Block))
+}
+
+// reconcile is one pass: lease, peers, routes, metrics.
+func (a *Agent) reconcile() (err error) {
+	start := time.Now()
+	defer func() {
+		a.metrics.reconcile.Observe(time.Since(start).Seconds())
+		if err != nil {
+			a.mu.Lock()
+			a.last.err = err
+			a.mu.Unlock()
+		}
+	}()
+	if err := a.claimLease(false); err != nil {
+		return err
+	}
+	now := a.cfg.Now()
+	members := a.mem.Members()
+	leases := ResolveLeases(a.cfg.Pool, members, now)
+	want := Desired(a.cfg.NodeName, members, leases, now)
+	for _, s := range want.Skipped {
+		a.log.Debug("member skipped", "member", s.Name, "reason", s.Reason)
+	}
+	var errs []error
+	if a.dev != nil {
+		if err := a.dev.SetPeers(want.Peers); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.routes != nil {
+		if err := a.routes.setRoutes(want.Routes, NodeAddress(a.state.Block)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err = errors.Join(errs...)
+	a.mu.Lock()
+	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err}
+	a.mu.Unlock()
+	a.metrics.observe(members, leases, want)
+	return err
+}
+
+// rotateKey replaces the WireGuard key: persist, switch the device, then
+// announce, so peers learn the new key from gossip within a round.
+func (a *Agent) rotateKey() error {
+	k, err := tunnel.GeneratePrivateKey()
+	if err != nil {
+		return err
+	}
+	st := a.state
+	st.Key = k
+	if err := SaveState(a.statePath(), st); err != nil {
+		return err
+	}
+	if a.dev != nil {
+		if err := a.dev.SetPrivateKey(k); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	a.state = st
+	a.tags.PublicKey = k.Public()
+	tags := a.tags
+	a.mu.Unlock()
+	a.metrics.rotations.Inc()
+	a.log.Info("WireGuard key rotated", "key", k)
+	return a.mem.SetTags(tags)
+}
+
+// shutdown leaves the mesh and removes the device, or, with LeaveOnExit
+// off (a restart, a rolling update), keeps both: the interface persists for
+// the next agent to adopt, and the others see a failure that holds the block.
+func (a *Agent) shutdown() {
+	if a.cfg.LeaveOnExit {
+		if err := a.mem.Leave(); err != nil {
+			a.log.Warn("leave failed", "err", err)
+		} else {
+			a.log.Info("left the mesh")
+			// The block is free for others now; a later start of this node
+			// must not announce it again (the key stays).
+			st := a.state
+			st.Block, st.Range, st.LeaseTime = netip.Prefix{}, netip.Prefix{}, 0
+			if err := SaveState(a.statePath(), st); err != nil {
+				a.log.Warn("could not clear the lease in the state file", "err", err)
+			}
+		}
+	}
+	a.mem.Close()
+	if a.dev != nil && a.cfg.LeaveOnExit {
+		a.dev.Close()
+	}
+}

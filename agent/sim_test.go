@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// switchboard decides which lab members can reach which: members in
+// different groups cannot (a partition). Group 0 reaches everyone.
+type switchboard struct {
+	mu    sync.RWMutex
+	group map[string]int // "127.0.0.1:port" -> group
+	split bool           // groups are cut off from each other
+}
+
+func (s *switchboard) partition(on bool) {
+	s.mu.Lock()
+	s.split = on
+	s.mu.Unlock()
+}
+
+func (s *switchboard) set(addr string, g int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.group == nil {
+		s.group = map[string]int{}
+	}
+	s.group[addr] = g
+}
+
+func (s *switchboard) cut(from, to string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, b := s.group[from], s.group[to]
+	return s.split && a != 0 && b != 0 && a != b
+}
+
+// cutTransport is memberlist's real UDP/TCP transport on loopback that
+// silently drops what the switchboard says cannot pass. Filtering on the
+// sending side is enough because every member of a simulation uses one.
+type cutTransport struct {
+	*memberlist.NetTransport
+	self string
+	sb   *switchboard
+}
+
+var errCut = errors.New("partitioned")
+
+func newCutTransport(sb *switchboard) (*cutTransport, error) {
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0})
+	if err != nil {
+		return nil, err
+	}
+	return &cutTransport{NetTransport: nt, self: fmt.Sprintf("127.0.0.1:%d", nt.GetAutoBindPort()), sb: sb}, nil
+}
+
+func (t *cutTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.sb.cut(t.self, addr) {
+		return time.Now(), nil
+	}
+	return t.NetTransport.WriteTo(b, addr)
+}
+
+func (t *cutTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return t.WriteTo(b, a.Addr)
+}
+
+func (t *cutTransport) DialTimeout(addr string, d time.Duration) (net.Conn, error) {
+	if t.sb.cut(t.self, addr) {
+		return nil, errCut
+	}
+	return t.NetTransport.DialTimeout(addr, d)
+}
+
+func (t *cutTransport) DialAddressTimeout(a memberlist.Address, d time.Duration) (net.Conn, error) {
+	return t.DialTimeout(a.Addr, d)
+}
+
+// simAgent is a full Agent (membership, leases, reconcile loop, state file,
+// local API) without a WireGuard device, on loopback.
+type simAgent struct {
+	*Agent
+	addr   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type sim struct {
+	t    testing.TB
+	sb   *switchboard
+	key  []byte
+	pool LeaseConfig
+	dir  string
+	all  map[string]*simAgent
+	seed string
+	// seedFor overrides the join address per group (inside a partition).
+	seedFor map[int]string
+	now     func() time.Time
+}
+
+func newSim(t testing.TB, pool LeaseConfig) *sim {
+	k, _ := GenerateGossipKey()
+	s := &sim{t: t, sb: &switchboard{}, key: k, pool: pool, dir: t.TempDir(), all: map[string]*simAgent{}, seedFor: map[int]string{}}
+	t.Cleanup(func() {
+		for _, a := range s.all {
+			a.cancel()
+		}
+		for _, a := range s.all {
+			<-a.done
+		}
+	})
+	return s
+}
+
+// start runs an agent named name in group g, joining the seed (or any
+// running agent of its group).
+func (s *sim) start(name string, g int, leave bool) *simAgent {
+	s.t.Helper()
+	tr, err := newCutTransport(s.sb)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.sb.set(tr.self, g)
+	var join []string
+	if j := s.seedFor[g]; j != "" {
+		join = []string{j}
+	} else if s.seed != "" {
+		join = []string{s.seed}
+	}
+	a, err := New(Config{
+		NodeName:      name,
+		Join:          join,
+		Bind:          netip.MustParseAddrPort(tr.self),
+		GossipKeys:    [][]byte{s.key},
+		GossipProfile: "local",
+		Pool:          s.pool,
+		StateDir:      filepath.Join(s.dir, name),
+		SocketPath:    filepath.Join(s.dir, name, "a.sock"),
+		Endpoint:      netip.MustParseAddr("127.0.0.1"),
+		LeaveOnExit:   leave,
+		Resync:        500 * time.Millisecond,
+		Logger:        slog.New(slog.DiscardHandler),
+		Registry:      prometheus.NewRegistry(),
+		Now:           s.now,
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	a.noDevice = true
+	a.transport = tr
+	ctx, cancel := context.WithCancel(context.Background())
+	sa := &simAgent{Agent: a, addr: tr.self, cancel: cancel, done: make(chan error, 1)}
+	go func() { sa.done <- a.Run(ctx) }()
+	if s.seed == "" {
+		s.seed = tr.self
+	}
+	s.all[name] = sa
+	return sa
+}
+
+// stop ends an agent: with its configured leave, or as a crash.
+func (s *sim) stop(name string) {
+	a := s.all[name]
+	a.cancel()
+	if err := <-a.done; err != nil {
+		s.t.Errorf("%s: %v", name, err)
+	}
+	a.done <- nil // for the cleanup
+}
+
+// leases returns every running agent's current block.
+func (s *sim) leases(names []string) map[string]netip.Prefix {
+	out := map[string]netip.Prefix{}
+	for _, n := range names {
+		a := s.all[n]
+		a.mu.Lock()
+		out[n] = a.tags.Block
+		a.mu.Unlock()
+	}
+	return out
+}
+
+func (s *sim) lastErr(name string) error {
+	a := s.all[name]
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last.err
+}
+
+// settled reports nil once every named agent has a block, no two share one,
+// and every agent sees all of them alive with those blocks.
+func (s *sim) settled(names []string) error {
+	blocks := s.leases(names)
+	owner := map[netip.Prefix]string{}
+	for n, b := range blocks {
+		if !b.IsValid() {
+			return fmt.Errorf("%s has no block", n)
+		}
+		if o, dup := owner[b]; dup {
+			return fmt.Errorf("%s and %s both hold %s (%s: %v; %s: %v)", o, n, b, o, s.lastErr(o), n, s.lastErr(n))
+		}
+		owner[b] = n
+	}
+	for _, n := range names {
+		seen := map[string]netip.Prefix{}
+		for _, m := range s.all[n].mem.Members() {
+			if m.Status == StatusAlive {
+				seen[m.Name] = m.Tags.Block
+			}
+		}
+		for _, o := range names {
+			if seen[o] != blocks[o] {
+				return fmt.Errorf("%s sees %s with %v, it holds %v", n, o, seen[o], blocks[o])
+			}
+		}
+	}
+	return nil
+}
+
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < d {
+		if err = cond(); err == nil {
+			return time.Since(start)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %v: %v", what, d, err)
+	return 0
+}

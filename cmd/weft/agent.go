@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/tunnel"
+)
+
+func newAgentCmd(g *globalFlags) *cobra.Command {
+	var (
+		cfg                                  agent.Config
+		join                                 []string
+		bind, advertise, cidr, mode, keyFile string
+		endpoint, metrics, profile           string
+		blockBits                            int
+		keep                                 bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "run the node agent: join the mesh, lease a pod block, keep WireGuard peers and routes in line",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			for _, j := range join {
+				a, err := agent.ParseJoinAddr(j)
+				if err != nil {
+					return err
+				}
+				cfg.Join = append(cfg.Join, a)
+			}
+			if cfg.Bind, err = parseAddrPort(bind, 7946); err != nil {
+				return fmt.Errorf("--bind: %w", err)
+			}
+			if advertise != "" {
+				if cfg.Advertise, err = parseAddrPort(advertise, cfg.Bind.Port()); err != nil {
+					return fmt.Errorf("--advertise: %w", err)
+				}
+			}
+			if endpoint != "" {
+				if cfg.Endpoint, err = netip.ParseAddr(endpoint); err != nil {
+					return fmt.Errorf("--endpoint %q: want an IP address", endpoint)
+				}
+			}
+			if cfg.Pool.Range, err = netip.ParsePrefix(cidr); err != nil || cfg.Pool.Range != cfg.Pool.Range.Masked() {
+				return fmt.Errorf("--cluster-cidr %q: want a network prefix such as 100.64.0.0/16", cidr)
+			}
+			cfg.Pool.BlockBits = blockBits
+			if cfg.Mode, err = tunnel.ParseMode(mode); err != nil {
+				return fmt.Errorf("--mode: %w", err)
+			}
+			if keyFile != "" {
+				if cfg.GossipKeys, err = agent.LoadGossipKeys(keyFile); err != nil {
+					return err
+				}
+			} else if v := os.Getenv("WEFT_GOSSIP_KEY"); v != "" {
+				if cfg.GossipKeys, err = agent.ParseGossipKeys(v); err != nil {
+					return fmt.Errorf("WEFT_GOSSIP_KEY: %w", err)
+				}
+			}
+			cfg.MetricsAddr = metrics
+			cfg.GossipProfile = profile
+			cfg.LeaveOnExit = !keep
+			cfg.Logger = log
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "member name (default $NODE_NAME, else the hostname)")
+	f.StringSliceVar(&join, "join", nil, "members to join, host[:port] (repeatable)")
+	f.StringVar(&bind, "bind", "0.0.0.0:7946", "gossip bind address")
+	f.StringVar(&advertise, "advertise", "", "gossip address to advertise (default: picked from the bind address)")
+	f.StringVar(&endpoint, "endpoint", "", "underlay IP peers send WireGuard to (default: the advertised gossip address)")
+	f.StringVar(&cidr, "cluster-cidr", "100.64.0.0/16", "cluster pod range, cut into blocks")
+	f.IntVar(&blockBits, "block-size", 24, "prefix length of one node's block")
+	f.StringVar(&keyFile, "gossip-key-file", "", "gossip keyring file: base64 keys, one per line, primary first (or $WEFT_GOSSIP_KEY)")
+	f.BoolVar(&cfg.InsecureGossip, "insecure-gossip", false, "allow unencrypted gossip (never do this outside a lab)")
+	f.IntVar(&cfg.ListenPort, "wireguard-port", tunnel.DefaultListenPort, "WireGuard UDP port")
+	f.StringVar(&mode, "mode", "auto", "tunnel backend: auto, kernel, tun or netstack")
+	f.StringVar(&cfg.Interface, "interface", "weft0", "WireGuard interface name")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/weft", "where state.json (key, lease) and the gossip snapshot live")
+	f.StringVar(&cfg.SocketPath, "socket", "/run/weft/agent.sock", "local API socket")
+	f.StringVar(&metrics, "metrics-addr", ":9484", "address for /metrics, /healthz, /readyz (empty: off)")
+	f.DurationVar(&cfg.Pool.TTL, "lease-ttl", 10*time.Minute, "how long a failed node keeps its block")
+	f.IntVar(&cfg.MTU, "mtu", 1500-tunnel.Overhead, "tunnel MTU (underlay MTU - 80)")
+	f.DurationVar(&cfg.KeyRotation, "key-rotation", 0, "rotate the WireGuard key this often (0: off)")
+	f.BoolVar(&keep, "keep-on-exit", false, "do not leave the mesh on exit (the block stays held for the lease TTL)")
+	f.StringVar(&profile, "gossip-profile", "lan", "gossip timings: lan, or local for single-machine labs")
+	return cmd
+}
+
+func parseAddrPort(s string, defPort uint16) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: want ip[:port]", s)
+	}
+	return netip.AddrPortFrom(a, defPort), nil
+}
