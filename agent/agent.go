@@ -53,6 +53,10 @@ type Config struct {
 	SocketPath string
 	// MetricsAddr serves /metrics, /healthz and /readyz over TCP ("" off).
 	MetricsAddr string
+	// Keepalive is WireGuard's persistent keepalive for every peer (25 s;
+	// negative: off). Besides keeping NAT state, it makes a new or restarted
+	// node handshake with every peer at once instead of on first traffic.
+	Keepalive time.Duration
 	// KeyRotation rotates the WireGuard key this often (0: never).
 	KeyRotation time.Duration
 	// LeaveOnExit leaves the mesh when Run returns, freeing the block at
@@ -116,6 +120,12 @@ func (c *Config) setDefaults() error {
 	if c.SocketPath == "" {
 		c.SocketPath = "/run/weft/agent.sock"
 	}
+	switch {
+	case c.Keepalive == 0:
+		c.Keepalive = 25 * time.Second
+	case c.Keepalive < 0:
+		c.Keepalive = 0
+	}
 	if c.Resync == 0 {
 		c.Resync = 5 * time.Second
 	}
@@ -150,6 +160,9 @@ type Agent struct {
 	ready     bool
 	conflicts []Conflict // conflicts this agent lost, most recent last
 
+	// warned remembers which invalid members were logged, once each.
+	warned map[string]string
+
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.
 	noDevice bool
@@ -171,7 +184,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName)}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}}
 	a.metrics = newMetrics(cfg.Registry, a)
 	return a, nil
 }

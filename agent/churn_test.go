@@ -65,12 +65,10 @@ func TestSimulationChurn(t *testing.T) {
 	before := s.leases(first)
 	for _, name := range left {
 		s.all[name].cfg.LeaveOnExit = true
-		s.stop(name)
 	}
-	for _, name := range failed {
-		s.stop(name) // no leave: a crash
-	}
-	s.seed = s.all[stay[0]].addr // node000, the first seed, is gone
+	// Leaves take a broadcast round each: stop everyone at once.
+	s.stopAll(append(append([]string{}, left...), failed...)) // failed: no leave, a crash
+	s.seed = s.all[stay[0]].addr                              // node000, the first seed, is gone
 	// The newcomers need all free blocks and all but two of the leavers':
 	// they all get one only if left blocks are reused at once, and none may
 	// take a failed member's block while its TTL runs.

@@ -66,6 +66,7 @@ type Membership struct {
 	mu   sync.Mutex
 	seen map[string]seenStatus
 	want map[string]string // the tags we last set
+	rr   int               // round robin over failed members
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -163,8 +164,9 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		seen:    map[string]seenStatus{},
 		cancel:  cancel,
 	}
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.loop(ctx)
+	go m.reconnectLoop(ctx)
 	return m, nil
 }
 
@@ -252,6 +254,50 @@ func (m *Membership) reassertTags() {
 	m.log.Debug("memberlist lost our tag update; announcing again")
 	if err := m.serf.SetTags(want); err != nil && !strings.Contains(err.Error(), "timeout waiting for update broadcast") {
 		m.log.Warn("re-announcing tags failed", "err", err)
+	}
+}
+
+// reconnectLoop runs reconnectOne every 10 s, apart from the event loop: a
+// join to a member that is really gone blocks for the TCP timeout. It is
+// slow on purpose: each try is a full-state push-pull.
+func (m *Membership) reconnectLoop(ctx context.Context) {
+	defer m.wg.Done()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.reconnectOne()
+		}
+	}
+}
+
+// reconnectOne contacts one member we see as failed. A member can be
+// declared dead by a single node under load and stay dead there: memberlist
+// lets that dead state beat every alive message of the same incarnation,
+// and only the member itself can refute it, once it hears of it. Serf's own
+// reconnect tries a failed member with a probability of failed/alive per
+// interval (minutes in a big mesh); a push-pull with the member now makes
+// it refute within a round trip, or fails fast if it is really gone.
+func (m *Membership) reconnectOne() {
+	var failed []string
+	for _, sm := range m.serf.Members() {
+		if sm.Status == serf.StatusFailed {
+			failed = append(failed, net.JoinHostPort(sm.Addr.String(), strconv.Itoa(int(sm.Port))))
+		}
+	}
+	if len(failed) == 0 {
+		return
+	}
+	m.mu.Lock()
+	m.rr++
+	addr := failed[m.rr%len(failed)]
+	m.mu.Unlock()
+	// memberlist's Join is a push-pull over TCP bounded by its TCP timeout.
+	if _, err := m.serf.Join([]string{addr}, true); err == nil {
+		m.log.Debug("reconnected to a member we saw failed", "addr", addr)
 	}
 }
 

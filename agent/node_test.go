@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -125,8 +124,9 @@ func TestWrongGossipKeyRejected(t *testing.T) {
 	n1 := startAgent(t, lab, lab.Nodes[0], key, nil)
 	n2 := startAgent(t, lab, lab.Nodes[1], key, lab.Nodes[0])
 	intruder := startAgent(t, lab, lab.Nodes[2], other, lab.Nodes[0])
+	a2 := nodeAddressWhenReady(t, n2)
 	eventually(t, 15*time.Second, "n1 and n2 meshed", func() error {
-		pingFrom(n1.node, nodeAddress(t, n2))
+		pingFrom(n1.node, a2)
 		return meshed(n1, "n1", "n2")
 	})
 	time.Sleep(3 * time.Second) // gossip rounds in which the intruder could get in
@@ -250,9 +250,6 @@ func TestKillNineKeepsStream(t *testing.T) {
 	}
 	if got := linkIndex(t, n2); got != ifindex {
 		t.Errorf("restart recreated the interface: %d -> %d", ifindex, got)
-	}
-	if !strings.Contains(n2.logTail(), "adopted") {
-		t.Logf("agent log:\n%s", n2.logTail())
 	}
 }
 

@@ -318,9 +318,12 @@ func (a *Agent) reconcile() (err error) {
 		return err
 	}
 	now := a.cfg.Now()
-	members := a.mem.Members()
+	members := a.checkRanges(a.mem.Members())
 	leases := ResolveLeases(a.cfg.Pool, members, now)
 	want := Desired(a.cfg.NodeName, members, leases, now)
+	for i := range want.Peers {
+		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
+	}
 	for _, s := range want.Skipped {
 		a.log.Debug("member skipped", "member", s.Name, "reason", s.Reason)
 	}
@@ -341,6 +344,22 @@ func (a *Agent) reconcile() (err error) {
 	a.mu.Unlock()
 	a.metrics.observe(members, leases, want)
 	return err
+}
+
+// checkRanges marks members whose block is not a block of the cluster range
+// as invalid: their claim is void anyway, and this way they are counted and
+// shown with the reason instead of silently skipped.
+func (a *Agent) checkRanges(ms []Member) []Member {
+	for i, m := range ms {
+		if m.TagsErr == nil && m.Tags.Block.IsValid() && !a.cfg.Pool.inPool(m.Tags.Block) {
+			ms[i].TagsErr = fmt.Errorf("block %s is not a /%d of the cluster range %s", m.Tags.Block, a.cfg.Pool.BlockBits, a.cfg.Pool.Range)
+		}
+		if err := ms[i].TagsErr; err != nil && m.Status == StatusAlive && a.warned[m.Name] != err.Error() {
+			a.log.Warn("ignoring a member with invalid tags", "member", m.Name, "err", err)
+			a.warned[m.Name] = err.Error()
+		}
+	}
+	return ms
 }
 
 // rotateKey replaces the WireGuard key: persist, switch the device, then

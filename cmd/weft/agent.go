@@ -95,6 +95,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&metrics, "metrics-addr", ":9484", "address for /metrics, /healthz, /readyz (empty: off)")
 	f.DurationVar(&cfg.Pool.TTL, "lease-ttl", 10*time.Minute, "how long a failed node keeps its block")
 	f.IntVar(&cfg.MTU, "mtu", 1500-tunnel.Overhead, "tunnel MTU (underlay MTU - 80)")
+	f.DurationVar(&cfg.Keepalive, "keepalive", 25*time.Second, "WireGuard persistent keepalive for every peer (negative: off)")
 	f.DurationVar(&cfg.KeyRotation, "key-rotation", 0, "rotate the WireGuard key this often (0: off)")
 	f.BoolVar(&keep, "keep-on-exit", false, "do not leave the mesh on exit (the block stays held for the lease TTL)")
 	f.StringVar(&profile, "gossip-profile", "lan", "gossip timings: lan, or local for single-machine labs")
