@@ -8,7 +8,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"sort"
@@ -17,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 )
@@ -173,7 +171,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 // loop drains Serf's events; every member event marks the view changed.
 func (m *Membership) loop(ctx context.Context) {
 	defer m.wg.Done()
-	check := time.NewTicker(2 * time.Second)
+	check := time.NewTicker(30 * time.Second)
 	defer check.Stop()
 	for {
 		select {
@@ -237,21 +235,18 @@ func (m *Membership) SetTags(t Tags) error {
 	return nil
 }
 
-// reassertTags announces our tags again if memberlist lost them. memberlist
-// (v0.7.0) can drop a tag update for good: UpdateNode takes an incarnation
-// number, and a refutation running at the same moment (common on a busy
-// node whose probes time out) takes a higher one and re-broadcasts the old
-// metadata; the update is then "older" and discarded, and every later
-// refutation and push-pull repeats the old tags.
+// reassertTags announces our tags again. memberlist (v0.7.0) can drop a
+// tag update for good: UpdateNode takes an incarnation number, and a
+// refutation running at the same moment (common on a busy node whose probes
+// time out) takes a higher one and re-broadcasts the old metadata; the
+// update is then "older" and discarded, and every later refutation and
+// push-pull repeats the old tags. memberlist offers no race-free way to read
+// back what it advertises for us, so the tags are simply re-announced on a
+// slow period: one small broadcast per member.
 func (m *Membership) reassertTags() {
 	m.mu.Lock()
 	want := m.want
 	m.mu.Unlock()
-	have := decodeSerfTags(m.serf.Memberlist().LocalNode().Meta)
-	if maps.Equal(have, want) {
-		return
-	}
-	m.log.Debug("memberlist lost our tag update; announcing again")
 	if err := m.serf.SetTags(want); err != nil && !strings.Contains(err.Error(), "timeout waiting for update broadcast") {
 		m.log.Warn("re-announcing tags failed", "err", err)
 	}
@@ -296,20 +291,12 @@ func (m *Membership) reconnectOne() {
 	addr := failed[m.rr%len(failed)]
 	m.mu.Unlock()
 	// memberlist's Join is a push-pull over TCP bounded by its TCP timeout.
-	if _, err := m.serf.Join([]string{addr}, true); err == nil {
+	// ignoreOld must be false: with true, Serf raises its minimum query time
+	// to the remote's clock and drops every query still in flight, such as
+	// a newcomer's "who holds this block?".
+	if _, err := m.serf.Join([]string{addr}, false); err == nil {
 		m.log.Debug("reconnected to a member we saw failed", "addr", addr)
 	}
-}
-
-// decodeSerfTags reads node metadata as Serf writes it: a magic byte, then
-// a msgpack map.
-func decodeSerfTags(meta []byte) map[string]string {
-	tags := map[string]string{}
-	if len(meta) < 1 || meta[0] != 0xff {
-		return tags
-	}
-	codec.NewDecoderBytes(meta[1:], &codec.MsgpackHandle{}).Decode(&tags)
-	return tags
 }
 
 // Members returns every member Serf knows, self included, sorted by name,

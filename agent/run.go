@@ -22,6 +22,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
 	a.tags = Tags{
 		Version:   TagVersion,
 		PublicKey: a.state.Key.Public(),
@@ -30,6 +31,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Block:     a.state.Block,
 		LeaseTime: a.state.LeaseTime,
 	}
+	a.mu.Unlock()
 	mem, err := StartMembership(MembershipConfig{
 		NodeName:     a.cfg.NodeName,
 		Bind:         a.cfg.Bind,
@@ -53,14 +55,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("gossip is NOT encrypted (--insecure-gossip)")
 	}
 	// The endpoint is the advertised gossip address unless configured.
+	a.mu.Lock()
 	a.tags = a.withEndpoint(a.tags, mem.LocalAddr().Addr())
-	if err := mem.SetTags(a.tags); err != nil {
+	tags := a.tags
+	a.mu.Unlock()
+	if err := mem.SetTags(tags); err != nil {
 		mem.Close()
 		return err
 	}
 	defer a.shutdown()
 
+	// With join addresses, lease nothing before the mesh is reached: a
+	// block claimed alone would be checked against nobody, and kept.
 	joined := a.join()
+	for wait := 250 * time.Millisecond; !joined && a.alone(); wait = min(2*wait, 10*time.Second) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		joined = a.join()
+	}
 	// A persisted block is ours again only if no live member took it while
 	// we were away (after our lease TTL ran out).
 	if a.state.Block.IsValid() && len(a.cfg.Join) > 0 {
