@@ -1,11 +1,8 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -159,7 +156,7 @@ func TestKillNineKeepsStream(t *testing.T) {
 	key := writeGossipKey(t)
 	n1 := startAgent(t, lab, lab.Nodes[0], key, nil)
 	n2 := startAgent(t, lab, lab.Nodes[1], key, lab.Nodes[0])
-	a1, a2 := nodeAddressWhenReady(t, n1), nodeAddressWhenReady(t, n2)
+	a2 := nodeAddressWhenReady(t, n2)
 	eventually(t, 15*time.Second, "meshed", func() error {
 		pingFrom(n1.node, a2)
 		return meshed(n1, "n1", "n2")
@@ -168,56 +165,7 @@ func TestKillNineKeepsStream(t *testing.T) {
 	ifindex := linkIndex(t, n2)
 
 	// A stream n1 -> n2 over the overlay, from sockets this test owns.
-	var l net.Listener
-	if err := n2.node.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp", netip.AddrPortFrom(a2, 0).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	var received atomic.Int64
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := c.Read(buf)
-			received.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
-	}()
-	var conn net.Conn
-	if err := n1.node.Do(func() error {
-		var err error
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: a1.AsSlice()}}
-		conn, err = d.Dial("tcp", l.Addr().String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	sendErr := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 16<<10)
-		for ctx.Err() == nil {
-			conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := conn.Write(buf); err != nil {
-				sendErr <- err
-				return
-			}
-			time.Sleep(time.Millisecond) // a steady, modest stream
-		}
-		sendErr <- nil
-	}()
+	received, stopStream := streamAcross(t, n1, n2)
 	time.Sleep(time.Second)
 
 	n2.stop(syscall.SIGKILL)
@@ -239,8 +187,7 @@ func TestKillNineKeepsStream(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	if err := <-sendErr; err != nil {
+	if err := stopStream(); err != nil {
 		t.Fatalf("stream broke: %v", err)
 	}
 	after, _ := n2.status()
