@@ -113,7 +113,12 @@ func startAgent(t *testing.T, lab *netlab.Lab, node *netlab.Node, keyFile string
 	}
 	p.args = append(p.args, extra...)
 	p.start()
-	t.Cleanup(func() { p.stop(syscall.SIGTERM) })
+	t.Cleanup(func() {
+		p.stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", p.node.Name, p.logTail())
+		}
+	})
 	return p
 }
 
@@ -241,7 +246,7 @@ func nodeAddress(t *testing.T, p *agentProc) netip.Addr {
 }
 
 func pingFrom(n *netlab.Node, to netip.Addr) error {
-	out, err := n.Run(context.Background(), "ping", "-c", "2", "-i", "0.2", "-w", "10", to.String())
+	out, err := n.Run(context.Background(), "ping", "-c", "2", "-i", "0.2", "-w", "5", to.String())
 	if err != nil {
 		return err
 	}
