@@ -15,12 +15,8 @@ import (
 // `streams` TCP connections to a receiver in side B and writes for dur; the
 // receiver counts what arrives.
 func GoThroughput(ctx context.Context, p *Path, streams int, dur time.Duration) (Throughput, error) {
-	var l net.Listener
-	if err := p.B.Node.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp", net.JoinHostPort(p.B.Addr.String(), "0"))
-		return err
-	}); err != nil {
+	l, err := p.B.Node.Listen("tcp", net.JoinHostPort(p.B.Addr.String(), "0"))
+	if err != nil {
 		return Throughput{}, fmt.Errorf("receiver: %w", err)
 	}
 	defer l.Close()
@@ -53,14 +49,7 @@ func GoThroughput(ctx context.Context, p *Path, streams int, dur time.Duration) 
 		if p.A.Stack != nil {
 			return p.A.Stack.DialContext(ctx, "tcp", l.Addr().String())
 		}
-		var c net.Conn
-		err := p.A.Node.Do(func() error {
-			var err error
-			var d net.Dialer
-			c, err = d.DialContext(ctx, "tcp", l.Addr().String())
-			return err
-		})
-		return c, err
+		return p.A.Node.DialContext(ctx, "tcp", l.Addr().String())
 	}
 	var conns []net.Conn
 	defer func() {

@@ -137,12 +137,8 @@ func Run(ctx context.Context, o Options) (err error) {
 func transfer(ctx context.Context, p *bench.Path, size int64) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	var l net.Listener
-	if err := p.B.Node.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp", net.JoinHostPort(p.B.Addr.String(), "0"))
-		return err
-	}); err != nil {
+	l, err := p.B.Node.Listen("tcp", net.JoinHostPort(p.B.Addr.String(), "0"))
+	if err != nil {
 		return err
 	}
 	defer l.Close()
@@ -162,13 +158,8 @@ func transfer(ctx context.Context, p *bench.Path, size int64) error {
 		_, err = io.Copy(h, c)
 		got <- result{h.Sum(nil), err}
 	}()
-	var c net.Conn
-	if err := p.A.Node.Do(func() error {
-		var err error
-		var d net.Dialer
-		c, err = d.DialContext(ctx, "tcp", l.Addr().String())
-		return err
-	}); err != nil {
+	c, err := p.A.Node.DialContext(ctx, "tcp", l.Addr().String())
+	if err != nil {
 		return err
 	}
 	h := sha256.New()

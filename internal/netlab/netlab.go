@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -69,6 +70,30 @@ func (n *Node) Path() string { return filepath.Join(NetnsDir, n.NS) }
 // devices created in fn belong to the node.
 func (n *Node) Do(fn func() error) error {
 	return ns.WithNetNSPath(n.Path(), func(ns.NetNS) error { return fn() })
+}
+
+// Listen opens a listener inside the node's namespace (the socket stays
+// there whatever thread later uses it).
+func (n *Node) Listen(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.Do(func() error {
+		var err error
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	return l, err
+}
+
+// DialContext connects from inside the node's namespace.
+func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var err error
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // Command returns `ip netns exec <ns> name args...`.
