@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/weftnet/weft/tunnel"
 )
@@ -31,7 +32,13 @@ type Config struct {
 	// InsecureGossip.
 	GossipKeys     [][]byte
 	InsecureGossip bool
-	// GossipProfile is "lan" (default) or "local" for loopback tests.
+	// GossipKeySource, when set, is read every GossipKeyReload (30 s) and
+	// the local keyring made to match it (keyring.go): how an operator
+	// rotates the gossip key by editing the key file or Secret.
+	GossipKeySource func() ([][]byte, error)
+	GossipKeyReload time.Duration
+	// GossipProfile is "lan" (default), or "local" / "crowded" for tests
+	// (MembershipConfig.Profile).
 	GossipProfile string
 	// Pool is the cluster range, block size and lease TTL
 	// (100.64.0.0/16, /24, 10 min).
@@ -64,7 +71,7 @@ type Config struct {
 	// for the TTL instead).
 	LeaveOnExit bool
 	// Resync is how often the agent reconciles without a membership event
-	// (5 s); it is also what lets failed leases expire on time.
+	// or a lease expiry (30 s): the repair of drift.
 	Resync time.Duration
 	Logger *slog.Logger
 	// Registry receives the agent's metrics (a new registry if nil).
@@ -127,13 +134,22 @@ func (c *Config) setDefaults() error {
 		c.Keepalive = 0
 	}
 	if c.Resync == 0 {
-		c.Resync = 5 * time.Second
+		// Membership changes and lease expiries wake the loop themselves;
+		// the resync only repairs drift (a route someone deleted).
+		c.Resync = 30 * time.Second
+	}
+	if c.GossipKeyReload <= 0 {
+		c.GossipKeyReload = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Registry == nil {
-		c.Registry = prometheus.NewRegistry()
+		// The process's own cost is part of what the mesh is doing:
+		// process_resident_memory_bytes, process_cpu_seconds_total, go_*.
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+		c.Registry = reg
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -162,6 +178,9 @@ type Agent struct {
 
 	// warned remembers which invalid members were logged, once each.
 	warned map[string]string
+	// told remembers failed-member notices sent (tellNewcomers), by
+	// loser, winner and block.
+	told map[string]time.Time
 
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.
@@ -184,7 +203,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}}
 	a.metrics = newMetrics(cfg.Registry, a)
 	return a, nil
 }

@@ -5,11 +5,8 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -33,10 +30,8 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(dir)
-			weftBin = filepath.Join(dir, "weft")
-			out, err := exec.Command("go", "build", "-o", weftBin, "github.com/weftnet/weft/cmd/weft").CombinedOutput()
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "build weft: %v\n%s", err, out)
+			if weftBin, err = netlab.BuildWeft(dir); err != nil {
+				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
 		}
@@ -45,7 +40,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needLab(t *testing.T, nodes int) *netlab.Lab {
+func needLab(t testing.TB, nodes int) *netlab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs weft agents in network namespaces")
@@ -65,7 +60,7 @@ func needLab(t *testing.T, nodes int) *netlab.Lab {
 	return lab
 }
 
-func writeGossipKey(t *testing.T) string {
+func writeGossipKey(t testing.TB) string {
 	t.Helper()
 	k, err := agent.GenerateGossipKey()
 	if err != nil {
@@ -78,45 +73,28 @@ func writeGossipKey(t *testing.T) string {
 	return path
 }
 
-// agentProc is one `weft agent` process in a lab node.
+// agentProc is one `weft agent` process in a lab node, stopped at cleanup.
 type agentProc struct {
-	t    *testing.T
+	*netlab.Agent
+	t    testing.TB
 	node *netlab.Node
-	lab  *netlab.Lab
-	dir  string
-	args []string
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
-func (p *agentProc) socket() string { return filepath.Join(p.dir, "agent.sock") }
-func (p *agentProc) iface() string  { return "wf" + p.lab.ID + "-" + p.node.Name }
-
 // startAgent runs `weft agent` in the node, joining `join` (if any).
-func startAgent(t *testing.T, lab *netlab.Lab, node *netlab.Node, keyFile string, join *netlab.Node, extra ...string) *agentProc {
+func startAgent(t testing.TB, lab *netlab.Lab, node *netlab.Node, keyFile string, join *netlab.Node, extra ...string) *agentProc {
 	t.Helper()
-	p := &agentProc{t: t, node: node, lab: lab, dir: filepath.Join(t.TempDir(), node.Name)}
-	p.args = []string{"agent",
-		"--node-name", node.Name,
-		"--bind", node.Addr().String() + ":7946",
-		"--interface", p.iface(),
-		"--state-dir", filepath.Join(p.dir, "state"),
-		"--socket", p.socket(),
-		"--metrics-addr", "",
-		"--log-level", "debug",
+	a, err := lab.StartAgent(node, netlab.AgentConfig{
+		Bin: weftBin, Dir: filepath.Join(t.TempDir(), node.Name),
+		GossipKeyFile: keyFile, Join: join, Extra: extra,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if keyFile != "" {
-		p.args = append(p.args, "--gossip-key-file", keyFile)
-	}
-	if join != nil {
-		p.args = append(p.args, "--join", join.Addr().String()+":7946")
-	}
-	p.args = append(p.args, extra...)
-	p.start()
+	p := &agentProc{Agent: a, t: t, node: node}
 	t.Cleanup(func() {
-		p.stop(syscall.SIGTERM)
+		p.Stop(syscall.SIGTERM)
 		if t.Failed() {
-			t.Logf("log of %s:\n%s", p.node.Name, p.logTail())
+			t.Logf("log of %s:\n%s", node.Name, p.LogTail())
 		}
 	})
 	return p
@@ -124,72 +102,18 @@ func startAgent(t *testing.T, lab *netlab.Lab, node *netlab.Node, keyFile string
 
 func (p *agentProc) start() {
 	p.t.Helper()
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+	if err := p.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	logf, err := os.OpenFile(filepath.Join(p.dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", p.node.NS, weftBin}, p.args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.done = make(chan struct{})
-	go func() { p.cmd.Wait(); logf.Close(); close(p.done) }()
 }
 
-// stop signals the agent and waits for it (SIGKILL after 10 s).
-func (p *agentProc) stop(sig syscall.Signal) {
-	if p.cmd == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *agentProc) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(p.dir, "agent.log"))
-	s := string(b)
-	if len(s) > 3000 {
-		s = s[len(s)-3000:]
-	}
-	return s
-}
-
-func (p *agentProc) status() (agent.Report, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return agent.NewClient(p.socket()).Status(ctx)
-}
-
-func (p *agentProc) metrics() string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	c := agent.NewClient(p.socket())
-	req, _ := newGet(ctx, "http://agent/metrics")
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
+func (p *agentProc) stop(sig syscall.Signal)       { p.Stop(sig) }
+func (p *agentProc) iface() string                 { return p.Interface() }
+func (p *agentProc) status() (agent.Report, error) { return p.Status() }
+func (p *agentProc) metrics() string               { return p.Metrics() }
 
 // eventually polls cond until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -257,7 +181,3 @@ func pingFrom(n *netlab.Node, to netip.Addr) error {
 }
 
 func encodeB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
-
-func newGet(ctx context.Context, url string) (*http.Request, error) {
-	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-}

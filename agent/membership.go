@@ -8,9 +8,12 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
-	"sort"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,8 +43,9 @@ type MembershipConfig struct {
 	Insecure bool
 	// SnapshotPath lets a restarted agent rejoin the members it knew.
 	SnapshotPath string
-	// Profile tunes memberlist timings: "lan" (default) or "local" (loopback
-	// tests and simulations, much faster failure detection).
+	// Profile tunes memberlist timings: "lan" (default), "local" (loopback
+	// tests and small simulations, much faster failure detection) or
+	// "crowded" (hundreds of agents sharing a few cores).
 	Profile string
 	// Tags are the initial tags.
 	Tags   Tags
@@ -51,11 +55,15 @@ type MembershipConfig struct {
 	// Transport replaces memberlist's UDP/TCP transport (tests that cut
 	// the network between members); nil means the real one.
 	Transport memberlist.Transport
+	// HoldFor is how long a failed member learned from another member's
+	// notice is kept (the lease TTL); 0 means 10 minutes.
+	HoldFor time.Duration
 }
 
 // Membership is this agent's view of the mesh, kept by Serf.
 type Membership struct {
 	serf    *serf.Serf
+	keyring *memberlist.Keyring // nil without encryption
 	events  chan serf.Event
 	changed chan struct{}
 	log     *slog.Logger
@@ -64,11 +72,25 @@ type Membership struct {
 	mu   sync.Mutex
 	seen map[string]seenStatus
 	want map[string]string // the tags we last set
-	rr   int               // round robin over failed members
+	// tagsSet tells the loop that SetTags ran (reassertTags).
+	tagsSet chan struct{}
+	rr      int // round robin over failed members
+	// decoded caches each member's decoded tags: Members runs on every
+	// reconcile and decoding hundreds of tag sets each time shows up.
+	decoded map[string]decodedTags
+	// learned are failed members known only from notices (failed.go).
+	learned map[string]learnedMember
+	holdFor time.Duration
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 	once   sync.Once
+}
+
+type decodedTags struct {
+	raw  map[string]string
+	tags Tags
+	err  error
 }
 
 type seenStatus struct {
@@ -90,6 +112,9 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HoldFor <= 0 {
+		cfg.HoldFor = 10 * time.Minute
+	}
 	tags, err := cfg.Tags.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
@@ -108,8 +133,16 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		sc.MemberlistConfig = memberlist.DefaultLocalConfig()
 		sc.ReapInterval = time.Second
 		sc.ReconnectInterval = 2 * time.Second
+	case "crowded":
+		// Hundreds of agents in one process on a few cores (simulations):
+		// LAN gossip, but a probe may wait seconds for the scheduler, so
+		// failure detection is slowed to match instead of flapping.
+		sc.MemberlistConfig = memberlist.DefaultLANConfig()
+		sc.MemberlistConfig.ProbeInterval = 3 * time.Second
+		sc.MemberlistConfig.ProbeTimeout = 3 * time.Second
+		sc.MemberlistConfig.SuspicionMult = 6
 	default:
-		return nil, fmt.Errorf("membership: profile %q: want lan or local", cfg.Profile)
+		return nil, fmt.Errorf("membership: profile %q: want lan, local or crowded", cfg.Profile)
 	}
 	mc := sc.MemberlistConfig
 	mc.Name = cfg.NodeName
@@ -117,6 +150,16 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	// retransmit each broadcast more than memberlist's default before
 	// push-pull anti-entropy (tens of seconds in a big mesh) repairs a miss.
 	mc.RetransmitMult = 6
+	// Spread a change (a newcomer's lease) in fewer, faster rounds: gossip
+	// only sends when something is queued, so an idle mesh pays nothing.
+	if cfg.Profile == "" || cfg.Profile == "lan" {
+		mc.GossipInterval = 100 * time.Millisecond
+		mc.GossipNodes = 4
+	}
+	// memberlist compresses every gossip packet with LZW by default, which
+	// allocates a fresh 16 KiB table per packet: a quarter of an idle
+	// agent's CPU in a profile, for packets of a few hundred bytes.
+	mc.EnableCompression = false
 	if cfg.Profile == "local" {
 		mc.PushPullInterval = 5 * time.Second
 	}
@@ -155,11 +198,16 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	m := &Membership{
 		want:    tags,
 		serf:    s,
+		keyring: mc.Keyring,
 		events:  events,
 		changed: make(chan struct{}, 1),
+		tagsSet: make(chan struct{}, 1),
 		log:     cfg.Logger,
 		now:     cfg.Now,
 		seen:    map[string]seenStatus{},
+		learned: map[string]learnedMember{},
+		decoded: map[string]decodedTags{},
+		holdFor: cfg.HoldFor,
 		cancel:  cancel,
 	}
 	m.wg.Add(2)
@@ -171,20 +219,47 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 // loop drains Serf's events; every member event marks the view changed.
 func (m *Membership) loop(ctx context.Context) {
 	defer m.wg.Done()
-	check := time.NewTicker(30 * time.Second)
+	// Re-announce our tags a few times after each change (reassertTags).
+	check := time.NewTimer(time.Hour)
+	check.Stop()
 	defer check.Stop()
+	left := 0
+	lastTags := map[string]map[string]string{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-m.tagsSet:
+			left = len(reassertAfter)
+			check.Reset(jitter(reassertAfter[0]))
 		case <-check.C:
 			m.reassertTags()
+			if left--; left > 0 {
+				check.Reset(jitter(reassertAfter[len(reassertAfter)-left]))
+			}
 		case ev := <-m.events:
-			if me, ok := ev.(serf.MemberEvent); ok {
-				for _, mem := range me.Members {
-					m.log.Debug("member event", "event", me.Type.String(), "member", mem.Name, "status", mem.Status.String())
+			switch ev := ev.(type) {
+			case serf.MemberEvent:
+				changed := false
+				for _, mem := range ev.Members {
+					// Serf reports a re-announcement of the same tags as an
+					// update (its msgpack map order is random): not a change.
+					if ev.Type == serf.EventMemberUpdate && maps.Equal(lastTags[mem.Name], mem.Tags) {
+						continue
+					}
+					changed = true
+					if ev.Type == serf.EventMemberReap {
+						delete(lastTags, mem.Name)
+					} else {
+						lastTags[mem.Name] = mem.Tags
+					}
+					m.log.Debug("member event", "event", ev.Type.String(), "member", mem.Name, "status", mem.Status.String())
 				}
-				m.notify()
+				if changed {
+					m.notify()
+				}
+			case *serf.Query:
+				m.handleQuery(ev)
 			}
 		}
 	}
@@ -223,6 +298,10 @@ func (m *Membership) SetTags(t Tags) error {
 	m.mu.Lock()
 	m.want = tags
 	m.mu.Unlock()
+	select {
+	case m.tagsSet <- struct{}{}:
+	default:
+	}
 	if err := m.serf.SetTags(tags); err != nil {
 		// Serf has taken the tags and gossip carries them on; only the wait
 		// for the first broadcast ran out (a busy node). Not a failure.
@@ -241,8 +320,18 @@ func (m *Membership) SetTags(t Tags) error {
 // time out) takes a higher one and re-broadcasts the old metadata; the
 // update is then "older" and discarded, and every later refutation and
 // push-pull repeats the old tags. memberlist offers no race-free way to read
-// back what it advertises for us, so the tags are simply re-announced on a
-// slow period: one small broadcast per member.
+// back what it advertises for us, so the tags are re-announced a few times
+// after each change (reassertAfter), when that race can have happened.
+//
+// Not on a fixed period: Serf encodes tags as a msgpack map in random key
+// order, so even unchanged tags look changed to every member, and each
+// re-announcement makes the whole mesh reconcile. A periodic one made an
+// idle 100-member mesh reconcile three times a second per agent.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
+
+// reassertAfter are the gaps between a tag change and its re-announcements.
+var reassertAfter = [...]time.Duration{10 * time.Second, 30 * time.Second, time.Minute}
+
 func (m *Membership) reassertTags() {
 	m.mu.Lock()
 	want := m.want
@@ -291,9 +380,7 @@ func (m *Membership) reconnectOne() {
 	addr := failed[m.rr%len(failed)]
 	m.mu.Unlock()
 	// memberlist's Join is a push-pull over TCP bounded by its TCP timeout.
-	// ignoreOld must be false: with true, Serf raises its minimum query time
-	// to the remote's clock and drops every query still in flight, such as
-	// a newcomer's "who holds this block?".
+	// ignoreOld is false: user events (weft sends none) are all it affects.
 	if _, err := m.serf.Join([]string{addr}, false); err == nil {
 		m.log.Debug("reconnected to a member we saw failed", "addr", addr)
 	}
@@ -320,15 +407,25 @@ func (m *Membership) Members() []Member {
 		if a, ok := netip.AddrFromSlice(sm.Addr); ok {
 			mem.Addr = netip.AddrPortFrom(a.Unmap(), sm.Port)
 		}
-		mem.Tags, mem.TagsErr = DecodeTags(sm.Tags)
+		// Serf swaps in a new tag map on every update and never edits one
+		// in place, so the map's identity tells whether it changed.
+		d, ok := m.decoded[sm.Name]
+		if !ok || reflect.ValueOf(d.raw).UnsafePointer() != reflect.ValueOf(sm.Tags).UnsafePointer() {
+			d.raw = sm.Tags
+			d.tags, d.err = DecodeTags(sm.Tags)
+			m.decoded[sm.Name] = d
+		}
+		mem.Tags, mem.TagsErr = d.tags, d.err
 		out = append(out, mem)
 	}
 	for name := range m.seen {
 		if !present[name] {
 			delete(m.seen, name) // reaped by Serf
+			delete(m.decoded, name)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	out = append(out, m.learnedMembers(present, now)...)
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

@@ -16,6 +16,8 @@ type metrics struct {
 	invalid     prometheus.Gauge
 	reconcile   prometheus.Histogram
 	rotations   prometheus.Counter
+	// gossipKeyChanges counts keyring updates taken from the key source.
+	gossipKeyChanges prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, a *Agent) *metrics {
@@ -29,8 +31,10 @@ func newMetrics(reg prometheus.Registerer, a *Agent) *metrics {
 		invalid:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_members_invalid_tags", Help: "Members ignored because their tags are malformed, too large, of another version or out of range."}),
 		reconcile:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_reconcile_seconds", Help: "Time of one reconcile pass.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		rotations:   prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_key_rotations_total", Help: "WireGuard key rotations."}),
+		gossipKeyChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_gossip_keyring_changes_total",
+			Help: "Gossip keyring updates taken from the key file."}),
 	}
-	reg.MustRegister(m.members, m.peers, m.blocks, m.conflicts, m.unreachable, m.invalid, m.reconcile, m.rotations, &peerCollector{a: a})
+	reg.MustRegister(m.members, m.peers, m.blocks, m.conflicts, m.unreachable, m.invalid, m.reconcile, m.rotations, m.gossipKeyChanges, &peerCollector{a: a})
 	return m
 }
 

@@ -44,6 +44,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Logger:       a.log,
 		Now:          a.cfg.Now,
 		Transport:    a.transport,
+		HoldFor:      a.cfg.Pool.TTL,
 	})
 	if err != nil {
 		return err
@@ -88,8 +89,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer srv.close()
 
-	if err := a.claimLease(true); err != nil {
-		return err
+	// A full pool is not fatal: blocks free up as members leave or their
+	// TTL runs out. Wait (not ready) and try again.
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		_, err := a.claimLease(a.mem.Members(), true)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNoFreeBlock) {
+			return err
+		}
+		a.mu.Lock()
+		a.last.err = err
+		a.mu.Unlock()
+		a.log.Warn("no free block yet; waiting", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
 	}
 	if !a.noDevice {
 		if err := a.openDevice(ctx, mode); err != nil {
@@ -108,21 +126,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(a.cfg.Resync)
 	defer tick.Stop()
+	keys := time.NewTicker(a.cfg.GossipKeyReload)
+	defer keys.Stop()
 	backoff := time.Duration(0)
 	var retry <-chan time.Time
-	for {
-		err := a.reconcile()
-		if err != nil {
-			backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
-			a.log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
-			retry = time.After(backoff)
-		} else {
-			backoff, retry = 0, nil
+	for pass := true; ; {
+		if pass {
+			if err := a.reconcile(); err != nil {
+				backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
+				a.log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
+				retry = time.After(backoff)
+			} else {
+				backoff, retry = 0, nil
+			}
+		}
+		pass = true
+		var expiry <-chan time.Time // the next failed member's TTL end
+		if next := a.nextExpiry(); !next.IsZero() {
+			expiry = time.After(next.Sub(a.cfg.Now()) + 10*time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-mem.Changed():
+		case <-expiry:
 		case <-tick.C:
 			// Alone with join addresses to try (they were all down when we
 			// started, or we lost everyone): keep trying them.
@@ -130,6 +157,10 @@ func (a *Agent) Run(ctx context.Context) error {
 				joined = a.join()
 			}
 		case <-retry:
+		case <-keys.C:
+			// A keyring change shows in gossip, not in what to reconcile.
+			a.reloadGossipKeys()
+			pass = false
 		case <-rotate:
 			if err := a.rotateKey(); err != nil {
 				a.log.Error("key rotation failed", "err", err)
@@ -212,11 +243,10 @@ func (a *Agent) waitSettled(ctx context.Context, d time.Duration) {
 }
 
 // claimLease decides this node's block and, if it changed, persists it
-// before announcing it. At start, a persisted block another live member now
-// holds is given up rather than fought for.
-func (a *Agent) claimLease(starting bool) error {
+// before announcing it; it reports whether it did. At start, a persisted
+// block another live member now holds is given up rather than fought for.
+func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 	now := a.cfg.Now()
-	members := a.mem.Members()
 	self := Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}
 	if starting && a.tags.Block.IsValid() {
 		for _, m := range members {
@@ -228,10 +258,13 @@ func (a *Agent) claimLease(starting bool) error {
 	}
 	block, lt, changed, err := NextLease(a.cfg.Pool, self, members, now)
 	if err != nil {
-		return fmt.Errorf("agent: lease: %w", err)
+		if a.tags.Block.IsValid() {
+			a.noteLostLease(members, now) // lost ours and no other to take
+		}
+		return false, fmt.Errorf("agent: lease: %w", err)
 	}
 	if !changed && block == a.tags.Block {
-		return nil
+		return false, nil
 	}
 	if a.tags.Block.IsValid() && block != a.tags.Block {
 		a.noteLostLease(members, now)
@@ -239,7 +272,7 @@ func (a *Agent) claimLease(starting bool) error {
 	st := a.state
 	st.Block, st.Range, st.LeaseTime = block, a.cfg.Pool.Range, lt
 	if err := SaveState(a.statePath(), st); err != nil {
-		return err
+		return false, err
 	}
 	a.mu.Lock()
 	a.state = st
@@ -248,12 +281,12 @@ func (a *Agent) claimLease(starting bool) error {
 	a.mu.Unlock()
 	a.log.Info("lease claimed", "block", block)
 	if err := a.mem.SetTags(tags); err != nil {
-		return err
+		return true, err
 	}
 	if a.dev != nil {
-		return a.applyAddress()
+		return true, a.applyAddress()
 	}
-	return nil
+	return true, nil
 }
 
 // noteLostLease records a conflict this node lost.
@@ -261,6 +294,12 @@ func (a *Agent) noteLostLease(members []Member, now time.Time) {
 	leases := ResolveLeases(a.cfg.Pool, append(others(members, a.cfg.NodeName), Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}), now)
 	for _, c := range leases.Conflicts {
 		if c.Loser == a.cfg.NodeName {
+			a.mu.Lock()
+			seen := len(a.conflicts) > 0 && a.conflicts[len(a.conflicts)-1] == c
+			a.mu.Unlock()
+			if seen {
+				continue // still the same conflict, retried
+			}
 			a.log.Warn("lease conflict lost; re-leasing", "block", c.Block, "winner", c.Winner)
 			a.metrics.conflicts.Inc()
 			a.mu.Lock()
@@ -329,12 +368,18 @@ func (a *Agent) reconcile() (err error) {
 			a.mu.Unlock()
 		}
 	}()
-	if err := a.claimLease(false); err != nil {
-		return err
+	// A failed claim (no free block after losing ours) does not end the
+	// pass: the snapshot must show the conflict and Lease must stop
+	// offering the lost block.
+	members := a.mem.Members()
+	changed, claimErr := a.claimLease(members, false)
+	if changed {
+		members = a.mem.Members() // with our new tags
 	}
 	now := a.cfg.Now()
-	members := a.checkRanges(a.mem.Members())
+	members = a.checkRanges(members)
 	leases := ResolveLeases(a.cfg.Pool, members, now)
+	a.tellNewcomers(members, leases, now)
 	want := Desired(a.cfg.NodeName, members, leases, now)
 	for i := range want.Peers {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
@@ -353,12 +398,61 @@ func (a *Agent) reconcile() (err error) {
 			errs = append(errs, err)
 		}
 	}
-	err = errors.Join(errs...)
+	err = errors.Join(append(errs, claimErr)...)
 	a.mu.Lock()
 	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err}
 	a.mu.Unlock()
 	a.metrics.observe(members, leases, want)
 	return err
+}
+
+// tellNewcomers tells alive members that claim the block of a member that
+// failed before they joined (they lose to it, but cannot know: failed.go)
+// about every failed member still holding a block. Each newcomer is told at
+// most every noticeEvery while its conflict lasts.
+func (a *Agent) tellNewcomers(members []Member, leases Leases, now time.Time) {
+	for key, at := range a.told {
+		if now.Sub(at) > 2*noticeEvery {
+			delete(a.told, key)
+		}
+	}
+	var held []Member
+	for _, c := range failedWinners(a.cfg.NodeName, members, leases) {
+		if at, ok := a.told[c.Loser]; ok && now.Sub(at) < noticeEvery {
+			continue
+		}
+		if held == nil {
+			for _, m := range members {
+				if m.Status == StatusFailed && now.Sub(m.Since) < a.cfg.Pool.TTL {
+					held = append(held, m)
+				}
+			}
+		}
+		a.told[c.Loser] = now
+		if err := a.mem.TellFailed(c.Loser, held, now); err != nil {
+			a.log.Warn("telling a newcomer about failed members", "err", err)
+			continue
+		}
+		a.log.Info("told a newcomer its block is held for a failed member", "newcomer", c.Loser, "failed", c.Winner, "block", c.Block, "held_blocks", len(held))
+	}
+}
+
+// nextExpiry is when the earliest lease TTL of a failed member in the last
+// pass's view runs out (zero if none): its block frees then, and the next
+// pass should see it without waiting for the resync.
+func (a *Agent) nextExpiry() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var next time.Time
+	for _, m := range a.last.members {
+		if m.Status != StatusFailed || !m.Tags.Block.IsValid() {
+			continue
+		}
+		if end := m.Since.Add(a.cfg.Pool.TTL); end.After(a.last.at) && (next.IsZero() || end.Before(next)) {
+			next = end
+		}
+	}
+	return next
 }
 
 // checkRanges marks members whose block is not a block of the cluster range

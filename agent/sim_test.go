@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,6 +109,11 @@ type sim struct {
 	// seedFor overrides the join address per group (inside a partition).
 	seedFor map[int]string
 	now     func() time.Time
+	// mem, when set, carries gossip in memory instead of over loopback
+	// UDP/TCP (large benchmarks).
+	mem *memNetwork
+	// keySource is every agent's gossip key source (keyring_test.go).
+	keySource func() ([][]byte, error)
 	// profile is the gossip timing. "lan" (memberlist's LAN timings) keeps
 	// hundreds of agents in one process on two cores free of false failure
 	// verdicts; "local" detects failures in about a second, for small sims.
@@ -131,11 +138,10 @@ func newSim(t testing.TB, pool LeaseConfig) *sim {
 // running agent of its group).
 func (s *sim) start(name string, g int, leave bool) *simAgent {
 	s.t.Helper()
-	tr, err := newCutTransport(s.sb)
+	tr, err := s.transport(name, g)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.sb.set(tr.self, g)
 	var join []string
 	if j := s.seedFor[g]; j != "" {
 		join = []string{j}
@@ -154,15 +160,18 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 		Endpoint:      netip.MustParseAddr("127.0.0.1"),
 		LeaveOnExit:   leave,
 		Resync:        2 * time.Second,
-		Logger:        slog.New(slog.DiscardHandler),
+		Logger:        simLogger(),
 		Registry:      prometheus.NewRegistry(),
 		Now:           s.now,
+
+		GossipKeySource: s.keySource,
+		GossipKeyReload: 200 * time.Millisecond,
 	})
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	a.noDevice = true
-	a.transport = tr
+	a.transport = tr.Transport
 	ctx, cancel := context.WithCancel(context.Background())
 	sa := &simAgent{Agent: a, addr: tr.self, cancel: cancel, done: make(chan error, 1)}
 	go func() { sa.done <- a.Run(ctx) }()
@@ -171,6 +180,26 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 	}
 	s.all[name] = sa
 	return sa
+}
+
+// simTransport is a memberlist transport with the address it listens on.
+type simTransport struct {
+	memberlist.Transport
+	self string
+}
+
+// transport returns a new member's transport: in memory, or loopback.
+func (s *sim) transport(name string, g int) (simTransport, error) {
+	if s.mem != nil {
+		mt := s.mem.newTransport()
+		return simTransport{mt, mt.addr.String()}, nil
+	}
+	ct, err := newCutTransport(s.sb)
+	if err != nil {
+		return simTransport{}, err
+	}
+	s.sb.set(ct.self, g)
+	return simTransport{ct, ct.self}, nil
 }
 
 // stop ends an agent: with its configured leave, or as a crash.
@@ -225,7 +254,9 @@ func (s *sim) lastErr(name string) error {
 }
 
 // settled reports nil once every named agent has a block, no two share one,
-// and every agent sees all of them alive with those blocks.
+// and every agent sees all of them alive with those blocks and owning them
+// (a block held for a failed member within its TTL is not owned by a
+// newcomer that claims it, in the view of the members that saw the failure).
 func (s *sim) settled(names []string) error {
 	blocks := s.leases(names)
 	owner := map[netip.Prefix]string{}
@@ -240,14 +271,23 @@ func (s *sim) settled(names []string) error {
 	}
 	for _, n := range names {
 		seen := map[string]netip.Prefix{}
-		for _, m := range s.all[n].mem.Members() {
+		view := s.all[n].mem.Members()
+		for _, m := range view {
 			if m.Status == StatusAlive {
 				seen[m.Name] = m.Tags.Block
 			}
 		}
+		now := time.Now()
+		if s.now != nil {
+			now = s.now()
+		}
+		leases := ResolveLeases(s.pool, view, now)
 		for _, o := range names {
 			if seen[o] != blocks[o] {
 				return fmt.Errorf("%s sees %s with %v, it holds %v", n, o, seen[o], blocks[o])
+			}
+			if w, _ := leases.Owner(blocks[o]); w != o {
+				return fmt.Errorf("%s sees %s's block %s owned by %q", n, o, blocks[o], w)
 			}
 		}
 	}
@@ -258,12 +298,44 @@ func waitUntil(t testing.TB, d time.Duration, what string, cond func() error) ti
 	t.Helper()
 	start := time.Now()
 	var err error
+	trace := os.Getenv("WEFT_SIM_TRACE") != "" // progress on stderr
+	lastTrace := start
 	for time.Since(start) < d {
+		t0 := time.Now()
 		if err = cond(); err == nil {
 			return time.Since(start)
 		}
-		time.Sleep(100 * time.Millisecond)
+		if trace && time.Since(lastTrace) > 10*time.Second {
+			fmt.Fprintf(os.Stderr, "%s after %v: %v\n", what, time.Since(start).Round(time.Second), err)
+			lastTrace = time.Now()
+		}
+		// A check over hundreds of agents' views costs real CPU: poll at
+		// most a third of the time, or the test starves the gossip it
+		// waits for.
+		time.Sleep(max(100*time.Millisecond, 2*time.Since(t0)))
 	}
 	t.Fatalf("%s: not within %v: %v", what, d, err)
 	return 0
+}
+
+// simLogger discards, or with WEFT_SIM_TRACE set prints the agents' lease
+// and failed-member messages to stderr.
+func simLogger() *slog.Logger {
+	if os.Getenv("WEFT_SIM_TRACE") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(traceHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})})
+}
+
+type traceHandler struct{ slog.Handler }
+
+func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "newcomer") || strings.Contains(r.Message, "failed before") || strings.Contains(r.Message, "conflict") {
+		return h.Handler.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return traceHandler{h.Handler.WithAttrs(as)}
 }

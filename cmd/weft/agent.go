@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime/debug"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +20,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		join                                 []string
 		bind, advertise, cidr, mode, keyFile string
 		endpoint, metrics, profile           string
+		cpuProfile                           string
 		blockBits                            int
 		keep                                 bool
 	)
@@ -61,6 +64,8 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 				if cfg.GossipKeys, err = agent.LoadGossipKeys(keyFile); err != nil {
 					return err
 				}
+				// Rotation is an edit of the file (a Secret): see agent/keyring.go.
+				cfg.GossipKeySource = func() ([][]byte, error) { return agent.LoadGossipKeys(keyFile) }
 			} else if v := os.Getenv("WEFT_GOSSIP_KEY"); v != "" {
 				if cfg.GossipKeys, err = agent.ParseGossipKeys(v); err != nil {
 					return fmt.Errorf("WEFT_GOSSIP_KEY: %w", err)
@@ -73,6 +78,25 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOGC") == "" {
+				// wireguard-go keeps ~24 MiB of 64 KiB packet buffers that
+				// are mostly never touched (so not resident), but they
+				// count as live heap and the default GOGC=100 lets twice
+				// that grow before a collection: the garbage of an idle
+				// agent (gossip, keepalives) then filled ~25 MiB of RSS.
+				debug.SetGCPercent(25)
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			return a.Run(cmd.Context())
 		},
@@ -97,6 +121,8 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&cfg.MTU, "mtu", 1500-tunnel.Overhead, "tunnel MTU (underlay MTU - 80)")
 	f.DurationVar(&cfg.Keepalive, "keepalive", 25*time.Second, "WireGuard persistent keepalive for every peer (negative: off)")
 	f.DurationVar(&cfg.KeyRotation, "key-rotation", 0, "rotate the WireGuard key this often (0: off)")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the agent to this file until it exits")
+	f.MarkHidden("cpu-profile")
 	f.BoolVar(&keep, "keep-on-exit", false, "do not leave the mesh on exit (the block stays held for the lease TTL)")
 	f.StringVar(&profile, "gossip-profile", "lan", "gossip timings: lan, or local for single-machine labs")
 	return cmd

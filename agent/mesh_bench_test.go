@@ -1,0 +1,143 @@
+package agent_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/agent"
+)
+
+// BenchmarkMesh25 runs 25 real `weft agent` processes, one per lab node
+// (tun mode, real WireGuard handshakes over the lab underlay), and reports
+// what the agent issue asks of a 25-member mesh:
+//
+//   - join-handshake-s: from the start of the 25th agent's process until
+//     every other agent has a handshake with it (goal < 2 s);
+//   - idle-rss-MiB: resident memory of the largest idle agent (goal ≤ 25 MiB);
+//   - idle-millicores: CPU of an idle agent over 60 s, mean and max over
+//     all 25 (goal ≤ 2).
+//
+// make bench-agent runs it: go test -run '^$' -bench Mesh25 -benchtime 1x ./agent/
+func BenchmarkMesh25(b *testing.B) {
+	const n = 25
+	lab := needLab(b, n)
+	key := writeGossipKey(b)
+	var ps []*agentProc
+	var names []string
+	for i := 0; i < n-1; i++ {
+		var join = lab.Nodes[0]
+		if i == 0 {
+			join = nil
+		}
+		ps = append(ps, startAgent(b, lab, lab.Nodes[i], key, join))
+		names = append(names, lab.Nodes[i].Name)
+	}
+	eventually(b, 3*time.Minute, "24 agents meshed", func() error {
+		for _, p := range ps {
+			if err := meshed(p, names...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		newcomer := lab.Nodes[n-1]
+		start := time.Now()
+		b.StartTimer()
+		p := startAgent(b, lab, newcomer, key, lab.Nodes[0])
+		var last time.Time
+		eventually(b, 2*time.Minute, "every peer handshaked with the newcomer", func() error {
+			last = time.Time{}
+			for _, q := range ps {
+				st, err := q.status()
+				if err != nil {
+					return err
+				}
+				i := slices.IndexFunc(st.Members, func(m agentMember) bool { return m.Name == newcomer.Name })
+				if i < 0 || st.Members[i].Peer == nil || st.Members[i].Peer.LastHandshake.Before(start) {
+					return fmt.Errorf("%s has no handshake with %s yet", q.node.Name, newcomer.Name)
+				}
+				if h := st.Members[i].Peer.LastHandshake; h.After(last) {
+					last = h
+				}
+			}
+			return nil
+		})
+		b.StopTimer()
+		b.ReportMetric(last.Sub(start).Seconds(), "join-handshake-s")
+		if i < b.N-1 {
+			p.stop(sigterm)
+			continue
+		}
+		ps = append(ps, p)
+	}
+
+	// Idle: after the last tag change every agent re-announces its tags
+	// three times within 150 s (reassertAfter, jittered); measure after.
+	time.Sleep(160 * time.Second)
+	const window = 60 * time.Second
+	before := make([]float64, len(ps))
+	for i, p := range ps {
+		before[i] = cpuSeconds(b, p.Pid())
+	}
+	time.Sleep(window)
+	var sum, worst, rss float64
+	for i, p := range ps {
+		mc := (cpuSeconds(b, p.Pid()) - before[i]) / window.Seconds() * 1000
+		sum += mc
+		worst = max(worst, mc)
+		rss = max(rss, rssMiB(b, p.Pid()))
+	}
+	b.ReportMetric(sum/float64(len(ps)), "idle-millicores")
+	b.ReportMetric(worst, "idle-millicores-max")
+	b.ReportMetric(rss, "idle-rss-MiB")
+}
+
+// cpuSeconds is the user+system CPU time of a process, from /proc.
+func cpuSeconds(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// rssMiB is a process's resident set size, from /proc.
+func rssMiB(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				tb.Fatalf("VmRSS %q: %v", v, err)
+			}
+			return kb / 1024
+		}
+	}
+	tb.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
+
+type agentMember = agent.MemberReport
+
+const sigterm = syscall.SIGTERM

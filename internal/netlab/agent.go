@@ -1,0 +1,192 @@
+package netlab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/weftnet/weft/agent"
+)
+
+// AgentPort is the gossip port lab agents bind on their node's underlay address.
+const AgentPort = 7946
+
+// BuildWeft builds the weft binary into dir and returns its path.
+func BuildWeft(dir string) (string, error) {
+	bin := filepath.Join(dir, "weft")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/weftnet/weft/cmd/weft").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build weft: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// AgentConfig describes one `weft agent` process in a lab node.
+type AgentConfig struct {
+	// Bin is the weft binary.
+	Bin string
+	// Dir holds the agent's state dir, socket and log; it is created.
+	Dir string
+	// GossipKeyFile is passed as --gossip-key-file when set.
+	GossipKeyFile string
+	// Join is the node to join, nil for the first agent.
+	Join *Node
+	// Extra flags appended to the command line.
+	Extra []string
+}
+
+// Agent is one `weft agent` process running in a lab node. Lab nodes share
+// one filesystem, so each agent gets its own interface name, state dir and
+// socket (see DESIGN.md, "Lab nodes share one filesystem").
+type Agent struct {
+	Node *Node
+	Dir  string
+	Args []string
+	bin  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartAgent starts `weft agent` in node.
+func (l *Lab) StartAgent(node *Node, cfg AgentConfig) (*Agent, error) {
+	a := &Agent{Node: node, Dir: cfg.Dir, bin: cfg.Bin}
+	a.Args = []string{"agent",
+		"--node-name", node.Name,
+		"--bind", fmt.Sprintf("%s:%d", node.Addr(), AgentPort),
+		"--interface", l.AgentInterface(node),
+		"--state-dir", filepath.Join(a.Dir, "state"),
+		"--socket", a.Socket(),
+		"--metrics-addr", "",
+		"--log-level", "debug",
+	}
+	if cfg.GossipKeyFile != "" {
+		a.Args = append(a.Args, "--gossip-key-file", cfg.GossipKeyFile)
+	}
+	if cfg.Join != nil {
+		a.Args = append(a.Args, "--join", fmt.Sprintf("%s:%d", cfg.Join.Addr(), AgentPort))
+	}
+	a.Args = append(a.Args, cfg.Extra...)
+	return a, a.Start()
+}
+
+// AgentInterface is the WireGuard interface name of node's agent: unique per
+// lab and node, because userspace devices' UAPI sockets share one directory.
+func (l *Lab) AgentInterface(node *Node) string { return "wf" + l.ID + "-" + node.Name }
+
+// Socket is the agent's local API socket.
+func (a *Agent) Socket() string { return filepath.Join(a.Dir, "agent.sock") }
+
+// Interface is the agent's WireGuard interface name.
+func (a *Agent) Interface() string {
+	for i, s := range a.Args {
+		if s == "--interface" && i+1 < len(a.Args) {
+			return a.Args[i+1]
+		}
+	}
+	return ""
+}
+
+// Start (re)starts the process with the same arguments, its output appended
+// to agent.log in Dir.
+func (a *Agent) Start() error {
+	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(a.Dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	a.cmd = exec.Command("ip", append([]string{"netns", "exec", a.Node.NS, a.bin}, a.Args...)...)
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	if err := a.cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start agent in %s: %w", a.Node.Name, err)
+	}
+	done := make(chan struct{})
+	a.done = done
+	cmd := a.cmd
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	return nil
+}
+
+// Stop signals the agent and waits for it to exit (SIGKILL after 10 s).
+// Stopping a stopped agent does nothing.
+func (a *Agent) Stop(sig syscall.Signal) {
+	if a.cmd == nil {
+		return
+	}
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.cmd.Process.Signal(sig)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// Running reports whether the process is alive.
+func (a *Agent) Running() bool {
+	if a.done == nil {
+		return false
+	}
+	select {
+	case <-a.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// LogTail is the last few KiB of the agent's log.
+func (a *Agent) LogTail() string {
+	b, _ := os.ReadFile(filepath.Join(a.Dir, "agent.log"))
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// Status asks the agent's local API for its report.
+func (a *Agent) Status() (agent.Report, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return agent.NewClient(a.Socket()).Status(ctx)
+}
+
+// Metrics returns the agent's /metrics text, "" when unreachable.
+func (a *Agent) Metrics() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c := agent.NewClient(a.Socket())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/metrics", nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// Pid is the agent's process id (`ip netns exec` execs weft in place), 0
+// when it is not running.
+func (a *Agent) Pid() int {
+	if !a.Running() {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
