@@ -19,6 +19,10 @@ import (
 var version = "dev"
 
 func main() {
+	if os.Getenv("CNI_COMMAND") != "" {
+		runCNIPlugin()
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRoot().ExecuteContext(ctx)
 	stop()
@@ -50,6 +54,7 @@ func newRoot() *cobra.Command {
 		newAgentCmd(g),
 		newStatusCmd(g),
 		newKeygenCmd(),
+		newCNICmd(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print the version",
