@@ -1,7 +1,6 @@
 package tunnel_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -10,10 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -249,68 +246,26 @@ func ping(t testing.TB, from *labNode, to netip.Addr) {
 }
 
 // capture runs tcpdump on a node's interface into a pcap file until stop is
-// called. count > 0 stops after that many packets.
+// called (or the test ends). count > 0 stops after that many packets.
 func capture(t testing.TB, n *netlab.Node, iface string, count int) (file string, stop func()) {
 	t.Helper()
-	file = filepath.Join(t.TempDir(), iface+".pcap")
-	args := []string{"-i", iface, "-s", "0", "-U", "-n", "-w", file}
-	if count > 0 {
-		args = append(args, "-c", fmt.Sprint(count))
-	}
-	cmd := n.Command(context.Background(), "tcpdump", args...)
-	stderr, err := cmd.StderrPipe()
+	c, err := netlab.StartCapture(context.Background(), n, iface, filepath.Join(t.TempDir(), iface+".pcap"), count)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("tcpdump: %v", err)
-	}
-	sc := bufio.NewScanner(stderr)
-	ready := make(chan struct{})
-	go func() {
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				close(ready)
-				break
-			}
-		}
-		io.Copy(io.Discard, stderr)
-	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("tcpdump did not start")
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	return file, stop
+	t.Cleanup(c.Stop)
+	return c.File, c.Stop
 }
 
 // pcapMatch returns the summary lines of the packets in file that match a
 // tcpdump filter.
 func pcapMatch(t testing.TB, file, filter string) []string {
 	t.Helper()
-	out, err := exec.Command("tcpdump", "-r", file, "-n", filter).Output()
+	got, err := netlab.PcapMatch(file, filter)
 	if err != nil {
-		t.Fatalf("tcpdump -r %s %q: %v", file, filter, err)
+		t.Fatal(err)
 	}
-	return strings.Split(strings.TrimSpace(string(out)), "\n")[:strings.Count(string(out), "\n")]
+	return got
 }
 
 func fileContains(t testing.TB, file, s string) int {

@@ -3,7 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,19 +17,26 @@ import (
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
 	var (
-		modes    []string
-		streams  []int
-		duration time.Duration
-		stock    string
-		mtu      int
-		asJSON   bool
+		modes      []string
+		streams    []int
+		duration   time.Duration
+		stock      string
+		mtu        int
+		nodeToNode bool
+		asJSON     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "measure TCP throughput and RTT through weft on the namespace lab",
-		Long: `bench builds a two-node lab and measures, in one run, the raw underlay,
-each weft backend asked for, and (with --stock) stock wireguard-go, with
-iperf3 at each stream count. Ratios are to the underlay.`,
+		Short: "measure TCP throughput and RTT through weft, pod to pod, on the namespace lab",
+		Long: `bench builds a two-node lab and measures, in one run, the raw underlay (node
+to node) and each weft backend: kernel (where the module exists) and tun pod
+to pod across the nodes, with a 'weft agent' per node and the pods added
+through the CNI plugin; netstack node to node (a userspace stack has no
+interface to put a pod behind). With --stock, stock wireguard-go node to
+node. iperf3 at each stream count when installed, else the built-in Go
+sender. Ratios are to the underlay of the same run.
+
+'weft bench server' and 'weft bench client' measure between two real pods.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireRoot("weft bench"); err != nil {
@@ -53,33 +63,131 @@ iperf3 at each stream count. Ratios are to the underlay.`,
 			if err != nil {
 				return err
 			}
-			o := bench.Options{Modes: ms, Streams: streams, Duration: duration, Weft: self, Stock: stock, MTU: mtu, Logger: log}
-			if !asJSON {
-				o.Progress = cmd.ErrOrStderr()
-			}
+			o := bench.Options{Modes: ms, Streams: streams, Duration: duration, Weft: self, Stock: stock,
+				MTU: mtu, NodeToNode: nodeToNode, Logger: log, Progress: cmd.ErrOrStderr()}
 			rep, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+			if err := printReport(cmd.OutOrStdout(), rep, asJSON); err != nil {
+				return err
 			}
-			rep.Print(cmd.OutOrStdout())
-			if stock != "" {
+			if stock != "" && !asJSON {
+				// Like with like: stock wireguard-go runs node to node.
+				weft := "weft-tun"
+				if nodeToNode {
+					weft = "weft-tun-process"
+				}
 				for _, s := range streams {
-					fmt.Fprintf(cmd.OutOrStdout(), "weft-tun vs stock wireguard-go, %d stream(s): %.2f×\n", s, rep.Compare("weft-tun", "wireguard-go", s))
+					fmt.Fprintf(cmd.OutOrStdout(), "%s vs stock wireguard-go, %d stream(s): %.2f×\n", weft, s, rep.Compare(weft, "wireguard-go", s))
 				}
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringSliceVar(&modes, "modes", []string{"tun", "netstack"}, "weft backends to measure")
-	cmd.Flags().IntSliceVar(&streams, "streams", []int{1, 4}, "parallel TCP stream counts")
-	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "length of each iperf3 run")
-	cmd.Flags().StringVar(&stock, "stock", "", "path of a stock wireguard-go binary to measure in the same run")
-	cmd.Flags().IntVar(&mtu, "mtu", 1500, "underlay MTU (tunnels get MTU-80)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"results":[...]} as JSON`)
+	f := cmd.Flags()
+	f.StringSliceVar(&modes, "modes", []string{"kernel", "tun", "netstack"}, "weft backends to measure (kernel is reported unavailable without the module)")
+	f.IntSliceVar(&streams, "streams", []int{1, 4}, "parallel TCP stream counts")
+	f.DurationVar(&duration, "duration", 5*time.Second, "length of each throughput run")
+	f.StringVar(&stock, "stock", "", "path of a stock wireguard-go binary to measure in the same run")
+	f.IntVar(&mtu, "mtu", 1500, "underlay MTU (tunnels get MTU-80)")
+	f.BoolVar(&nodeToNode, "node-to-node", false, "also measure tun node to node (one `weft tunnel up` process per node)")
+	f.BoolVar(&asJSON, "json", false, `print {"results":[...]} as JSON`)
+	cmd.AddCommand(newBenchServerCmd(), newBenchClientCmd())
+	return cmd
+}
+
+func printReport(w io.Writer, rep bench.Report, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.Print(w)
+	return nil
+}
+
+func newBenchServerCmd() *cobra.Command {
+	var (
+		listen string
+		tool   string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "answer `weft bench client` (run it in one pod; the client in another)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch tool {
+			case "go":
+				l, err := net.Listen("tcp", listen)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "weft bench server listening on", l.Addr())
+				return bench.Serve(cmd.Context(), l)
+			case "iperf3":
+				_, port, err := net.SplitHostPort(listen)
+				if err != nil {
+					return fmt.Errorf("--listen %q: %w", listen, err)
+				}
+				p, err := strconv.Atoi(port)
+				if err != nil {
+					return fmt.Errorf("--listen %q: port: %w", listen, err)
+				}
+				return bench.ServeIperf3(cmd.Context(), p, cmd.ErrOrStderr())
+			}
+			return fmt.Errorf("--tool %q: want go or iperf3", tool)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", ":"+strconv.Itoa(bench.DefaultPort), "address to listen on")
+	cmd.Flags().StringVar(&tool, "tool", "go", "go (built in: both pods need only weft) or iperf3 (runs iperf3 -s)")
+	return cmd
+}
+
+func newBenchClientCmd() *cobra.Command {
+	var (
+		target   string
+		tool     string
+		label    string
+		streams  []int
+		duration time.Duration
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "client",
+		Short: "measure RTT and TCP throughput to a `weft bench server` in another pod",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			host, port, err := net.SplitHostPort(target)
+			if err != nil {
+				host, port = target, strconv.Itoa(bench.DefaultPort)
+			}
+			var rep bench.Report
+			switch tool {
+			case "go":
+				rep, err = bench.Client(cmd.Context(), net.JoinHostPort(host, port), label, streams, duration)
+			case "iperf3":
+				var p int
+				if p, err = strconv.Atoi(port); err != nil {
+					return fmt.Errorf("--target %q: port: %w", target, err)
+				}
+				rep, err = bench.ClientIperf3(cmd.Context(), host, p, label, streams, duration)
+			default:
+				return fmt.Errorf("--tool %q: want go or iperf3", tool)
+			}
+			if err != nil {
+				return err
+			}
+			return printReport(cmd.OutOrStdout(), rep, asJSON)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&target, "target", "", "the server pod's address, host[:port] (port 5201 by default)")
+	f.StringVar(&tool, "tool", "go", "go or iperf3: the same as the server's")
+	f.StringVar(&label, "mode", "cluster", "label for the results' mode field (e.g. the backend the nodes run)")
+	f.IntSliceVar(&streams, "streams", []int{1, 4}, "parallel TCP stream counts")
+	f.DurationVar(&duration, "duration", 5*time.Second, "length of each throughput run")
+	f.BoolVar(&asJSON, "json", false, `print {"results":[...]} as JSON`)
+	cmd.MarkFlagRequired("target")
 	return cmd
 }

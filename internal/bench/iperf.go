@@ -33,6 +33,11 @@ type iperfReport struct {
 		SumReceived struct {
 			BitsPerSecond float64 `json:"bits_per_second"`
 		} `json:"sum_received"`
+		Streams []struct {
+			Sender struct {
+				MeanRTT float64 `json:"mean_rtt"` // µs
+			} `json:"sender"`
+		} `json:"streams"`
 		CPU struct {
 			Host   float64 `json:"host_total"`
 			Remote float64 `json:"remote_total"`
@@ -88,4 +93,21 @@ func Iperf3(ctx context.Context, client, server *netlab.Node, target netip.Addr,
 func HaveIperf3() bool {
 	_, err := exec.LookPath("iperf3")
 	return err == nil
+}
+
+// meanRTT is the mean of the streams' mean smoothed RTT in µs (Linux
+// iperf3 reports it from TCP_INFO), 0 when absent.
+func (r iperfReport) meanRTT() float64 {
+	var sum float64
+	n := 0
+	for _, st := range r.End.Streams {
+		if st.Sender.MeanRTT > 0 {
+			sum += st.Sender.MeanRTT
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }

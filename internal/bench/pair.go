@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -321,28 +323,102 @@ func waitFor(path string, d time.Duration) error {
 	return fmt.Errorf("%s did not appear within %v", path, d)
 }
 
-// Ping measures the average RTT between the sides in microseconds, pinging
-// from B (always a kernel interface) to A.
+// Ping measures the RTT between the sides in microseconds, pinging from B
+// (always a kernel interface) to A: the median of ten pings, so one ping
+// delayed by a busy machine does not move it.
 func Ping(ctx context.Context, p *Path) (float64, error) {
 	// The first packet of a tunnel waits for the handshake: not part of the RTT.
 	p.B.Node.Run(ctx, "ping", "-c", "1", "-W", "2", p.A.Addr.String())
-	out, err := p.B.Node.Run(ctx, "ping", "-c", "5", "-i", "0.05", "-W", "2", p.A.Addr.String())
+	out, err := p.B.Node.Run(ctx, "ping", "-c", "10", "-i", "0.05", "-W", "2", p.A.Addr.String())
 	if err != nil {
 		return 0, err
 	}
-	// rtt min/avg/max/mdev = 0.041/0.052/0.068/0.009 ms
-	i := strings.Index(out, "min/avg/max")
-	if i < 0 {
-		return 0, fmt.Errorf("ping: no summary in %q", out)
+	return medianPing(out)
+}
+
+// medianPing reads the "time=0.052 ms" of each reply.
+func medianPing(out string) (float64, error) {
+	var rtts []float64
+	for _, l := range strings.Split(out, "\n") {
+		i := strings.Index(l, "time=")
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(l[i+len("time="):])
+		if len(f) < 2 || f[1] != "ms" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("ping: %q: %w", l, err)
+		}
+		rtts = append(rtts, v*1000)
 	}
-	fields := strings.Fields(out[i:])
-	if len(fields) < 3 || strings.Count(fields[2], "/") < 2 {
-		return 0, fmt.Errorf("ping: cannot read %q", out[i:])
+	if len(rtts) == 0 {
+		return 0, fmt.Errorf("ping: no replies in %q", out)
 	}
-	f := strings.Split(fields[2], "/")
-	var avg float64
-	if _, err := fmt.Sscan(f[1], &avg); err != nil {
-		return 0, fmt.Errorf("ping: %q: %w", out[i:], err)
+	slices.Sort(rtts)
+	return rtts[len(rtts)/2], nil
+}
+
+// PodPair runs a `weft agent` (binary is weft itself) in mode on each of the
+// two lab nodes, adds one pod to each through the CNI plugin, and returns
+// the path between the pods, once a ping crosses it. The path's CPU is the
+// agents'.
+func PodPair(ctx context.Context, lab *netlab.Lab, binary string, mode tunnel.Mode) (*Path, error) {
+	if len(lab.Nodes) != 2 {
+		return nil, fmt.Errorf("bench: pod pair on a lab of %d nodes: want 2", len(lab.Nodes))
 	}
-	return avg * 1000, nil
+	dir, err := os.MkdirTemp("", "weft-bench-")
+	if err != nil {
+		return nil, err
+	}
+	mesh, err := lab.StartMesh(netlab.MeshConfig{Bin: binary, Dir: dir, Mode: string(mode),
+		Extra: []string{"--gossip-profile", "local", "--log-level", "info"}})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	p := &Path{Name: "weft-" + string(mode)}
+	p.close = func() error { return errors.Join(mesh.Close(), os.RemoveAll(dir)) }
+	p.cpu = func() time.Duration {
+		var total time.Duration
+		for _, a := range mesh.Agents {
+			if pid := a.Pid(); pid > 0 {
+				total += procCPU(pid)
+			}
+		}
+		return total
+	}
+	fail := func(err error) (*Path, error) {
+		p.close()
+		return nil, fmt.Errorf("pod pair (%s): %w", mode, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := mesh.WaitReady(wctx); err != nil {
+		return fail(err)
+	}
+	var pods []*netlab.Pod
+	for _, rt := range mesh.Runtimes {
+		pod, err := rt.AddPod(wctx, "p1")
+		if err != nil {
+			return fail(err)
+		}
+		pods = append(pods, pod)
+	}
+	p.A = Side{Node: &pods[0].Node, Addr: pods[0].Addr()}
+	p.B = Side{Node: &pods[1].Node, Addr: pods[1].Addr()}
+	// The first packet waits for the agents to have each other as peers.
+	for try := 0; ; try++ {
+		_, err := p.B.Node.Run(wctx, "ping", "-c", "1", "-W", "1", p.A.Addr.String())
+		if err == nil {
+			break
+		}
+		if try == 60 || wctx.Err() != nil {
+			return fail(fmt.Errorf("%s cannot reach %s: %w", pods[1].Name, pods[0].Name, err))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return p, nil
 }

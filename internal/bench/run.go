@@ -19,18 +19,24 @@ import (
 
 // Options says what to measure.
 type Options struct {
-	// Modes are the weft backends to measure (tun, netstack; kernel where the
-	// module exists).
+	// Modes are the weft backends to measure: kernel, tun, netstack. Kernel
+	// is probed in a lab node first and reported unavailable without the
+	// module.
 	Modes []tunnel.Mode
 	// Streams are the parallel TCP stream counts, e.g. 1 and 4.
 	Streams []int
-	// Duration of each iperf3 run.
+	// Duration of each throughput run.
 	Duration time.Duration
-	// Weft is the weft binary; when set, kernel and tun pairs run as one
-	// `weft tunnel up` process per node, as on real nodes (and like Stock).
+	// Weft is the weft binary. With it, kernel and tun are measured pod to
+	// pod: a `weft agent` per node and a pod on each added through the CNI
+	// plugin, as in a cluster. Without it they are measured node to node
+	// between two devices of this process.
 	Weft string
+	// NodeToNode also measures tun node to node with one `weft tunnel up`
+	// process per node (needs Weft), the path of earlier releases' figures.
+	NodeToNode bool
 	// Stock is the path of a stock wireguard-go binary to measure in the same
-	// run; empty skips it.
+	// run (node to node); empty skips it.
 	Stock string
 	// MTU of the underlay; the tunnels get MTU-80.
 	MTU    int
@@ -39,12 +45,20 @@ type Options struct {
 	Progress io.Writer
 }
 
+// The paths a result can be measured over.
+const (
+	PathPodToPod   = "pod-to-pod"
+	PathNodeToNode = "node-to-node"
+)
+
 // Result is one row of the report.
 type Result struct {
 	Mode    string  `json:"mode"`
 	Streams int     `json:"streams"`
 	Gbps    float64 `json:"gbps"`
 	RTTus   float64 `json:"rtt_us"`
+	// Path is pod-to-pod or node-to-node (the underlay, netstack, stock).
+	Path string `json:"path,omitempty"`
 	// Tool is what measured it: iperf3, or the built-in Go sender ("go").
 	Tool string `json:"tool"`
 	// Ratio is Gbps over the underlay's Gbps with the same streams.
@@ -53,6 +67,9 @@ type Result struct {
 	// system, both ends together; softirq time in the kernel is not in it);
 	// 0 where not measured.
 	CPUSecPerGB float64 `json:"cpu_s_per_gb,omitempty"`
+	// Unavailable says why the mode could not be measured on this machine;
+	// the figures are then zero.
+	Unavailable string `json:"unavailable,omitempty"`
 }
 
 // Report is the whole run.
@@ -72,6 +89,9 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if len(o.Streams) == 0 {
 		o.Streams = []int{1, 4}
 	}
+	if len(o.Modes) == 0 {
+		o.Modes = []tunnel.Mode{tunnel.ModeKernel, tunnel.ModeTUN, tunnel.ModeNetstack}
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -83,7 +103,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 	rep := Report{Machine: machine()}
 	base := map[int]float64{}
-	measure := func(p *Path) error {
+	measure := func(p *Path, path string) error {
 		cpu := p.cpu
 		if cpu == nil {
 			cpu = func() time.Duration { return 0 }
@@ -94,8 +114,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		}
 		for _, s := range o.Streams {
 			before := cpu()
+			start := time.Now()
 			var th Throughput
-			if p.A.Stack != nil || !HaveIperf3() {
+			useGo := p.A.Stack != nil || !HaveIperf3()
+			if useGo {
 				th, err = GoThroughput(ctx, p, s, o.Duration)
 			} else {
 				th, err = Iperf3(ctx, p.A.Node, p.B.Node, p.B.Addr, s, o.Duration)
@@ -103,12 +125,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			if err != nil {
 				return fmt.Errorf("%s: %w", p.Name, err)
 			}
-			r := Result{Mode: p.Name, Streams: s, Gbps: th.Gbps, RTTus: rtt, Tool: "iperf3"}
-			if p.A.Stack != nil || !HaveIperf3() {
+			r := Result{Mode: p.Name, Path: path, Streams: s, Gbps: th.Gbps, RTTus: rtt, Tool: "iperf3"}
+			if useGo {
 				r.Tool = "go"
 			}
 			if used := cpu() - before; used > 0 && th.Gbps > 0 {
-				gb := th.Gbps / 8 * o.Duration.Seconds()
+				gb := th.Gbps / 8 * min(o.Duration, time.Since(start)).Seconds()
 				r.CPUSecPerGB = used.Seconds() / gb
 			}
 			if p.Name == "underlay" {
@@ -119,40 +141,69 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			}
 			rep.Results = append(rep.Results, r)
 			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "%-14s %d stream(s): %6.2f Gbit/s\n", r.Mode, s, r.Gbps)
+				fmt.Fprintf(o.Progress, "%-14s %-12s %d stream(s): %6.2f Gbit/s, RTT %.0f µs\n", r.Mode, r.Path, s, r.Gbps, r.RTTus)
 			}
 		}
 		return nil
 	}
-	if err := measure(Underlay(lab)); err != nil {
+	unavailable := func(mode, path, why string) {
+		for _, s := range o.Streams {
+			rep.Results = append(rep.Results, Result{Mode: mode, Path: path, Streams: s, Unavailable: why})
+		}
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "%-14s unavailable: %s\n", mode, why)
+		}
+	}
+	run := func(p *Path, path string, err error) error {
+		if err != nil {
+			return err
+		}
+		err = measure(p, path)
+		if cerr := p.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+
+	if err := measure(Underlay(lab), PathNodeToNode); err != nil {
 		return rep, err
 	}
 	for _, m := range o.Modes {
+		if m == tunnel.ModeKernel {
+			// Probe inside a lab node: the root namespace is not ours to
+			// create links in.
+			if err := lab.Nodes[0].Do(tunnel.ProbeKernel); err != nil {
+				unavailable("weft-kernel", PathPodToPod, err.Error())
+				continue
+			}
+		}
 		var p *Path
 		var err error
-		if m == tunnel.ModeNetstack || o.Weft == "" {
-			// The Go sender must live in the process that holds the netstack.
-			p, _, err = WeftPair(ctx, lab, m, o.MTU-tunnel.Overhead, o.Logger)
+		path := PathPodToPod
+		if m != tunnel.ModeNetstack && o.Weft != "" {
+			p, err = PodPair(ctx, lab, o.Weft, m)
 		} else {
-			p, err = ProcessPair(ctx, lab, o.Weft, m, o.MTU-tunnel.Overhead)
+			// netstack: pods cannot be wired to a userspace stack, and the
+			// Go sender must live in this process, which holds the stack.
+			path = PathNodeToNode
+			p, _, err = WeftPair(ctx, lab, m, o.MTU-tunnel.Overhead, o.Logger)
 		}
-		if err != nil {
+		if err := run(p, path, err); err != nil {
 			return rep, err
 		}
-		err = measure(p)
-		p.Close()
-		if err != nil {
+	}
+	if o.NodeToNode && o.Weft != "" {
+		p, err := ProcessPair(ctx, lab, o.Weft, tunnel.ModeTUN, o.MTU-tunnel.Overhead)
+		if p != nil {
+			p.Name = "weft-tun-process"
+		}
+		if err := run(p, PathNodeToNode, err); err != nil {
 			return rep, err
 		}
 	}
 	if o.Stock != "" {
 		p, err := StockPair(ctx, lab, o.Stock, o.MTU-tunnel.Overhead)
-		if err != nil {
-			return rep, err
-		}
-		err = measure(p)
-		p.Close()
-		if err != nil {
+		if err := run(p, PathNodeToNode, err); err != nil {
 			return rep, err
 		}
 	}
@@ -161,19 +212,34 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 // Print writes the report as a table.
 func (r Report) Print(w io.Writer) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\tstreams\tGbit/s\tvs underlay\tRTT µs\tCPU s/GB\ttool\t")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODE\tPATH\tSTREAMS\tGBIT/S\tVS UNDERLAY\tRTT µs\tCPU s/GB\tTOOL")
 	for _, x := range r.Results {
+		if x.Unavailable != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t-\t-\t-\t-\tunavailable: %s\n", x.Mode, orDash(x.Path), x.Streams, x.Unavailable)
+			continue
+		}
 		cpu := "-"
 		if x.CPUSecPerGB > 0 {
 			cpu = fmt.Sprintf("%.2f", x.CPUSecPerGB)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f×\t%.0f\t%s\t%s\t\n", x.Mode, x.Streams, x.Gbps, x.Ratio, x.RTTus, cpu, x.Tool)
+		ratio := "-"
+		if x.Ratio > 0 {
+			ratio = fmt.Sprintf("%.2f×", x.Ratio)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%s\t%.0f\t%s\t%s\n", x.Mode, orDash(x.Path), x.Streams, x.Gbps, ratio, x.RTTus, cpu, x.Tool)
 	}
 	tw.Flush()
 	if r.Machine != "" {
 		fmt.Fprintln(w, "machine:", r.Machine)
 	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // Compare returns a's Gbps over b's for the same stream count.

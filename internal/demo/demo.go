@@ -1,253 +1,328 @@
-// Package demo is `weft demo`: it builds a namespace lab, joins the nodes
-// with weft's userspace tunnel, proves the path works and is encrypted, and
-// cleans up, printing what it does as it goes.
+// Package demo is `weft demo`: it builds a namespace lab, runs a `weft
+// agent` on every node, adds pods through the CNI plugin, waits for the mesh
+// to form, proves pod-to-pod traffic works and is encrypted on the underlay,
+// measures it, and removes everything it made, printing what it does.
 package demo
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/bench"
 	"github.com/weftnet/weft/internal/netlab"
-	"github.com/weftnet/weft/tunnel"
 )
 
 // Options for a demo run.
 type Options struct {
-	// Mode of the tunnel (tun by default: the one every Linux box has).
-	Mode tunnel.Mode
-	// TransferMiB is the size of the hashed TCP transfer.
+	// Bin is the weft binary the agents and the CNI plugin run (the demo's
+	// own executable).
+	Bin string
+	// Nodes in the lab (default 3, at least 2).
+	Nodes int
+	// Pods per node (default 2).
+	Pods int
+	// Mode is the agents' --mode (default auto: kernel where the module
+	// exists, else tun).
+	Mode string
+	// TransferMiB is the size of the hashed pod-to-pod transfer (default 32).
 	TransferMiB int
 	// Keep leaves the lab up until ctx is cancelled.
-	Keep   bool
-	Out    io.Writer
-	Logger *slog.Logger
+	Keep bool
+	// Terminal redraws the progress line in place with \r; otherwise each
+	// change is a line of its own.
+	Terminal bool
+	Out      io.Writer
+	Logger   *slog.Logger
 }
 
-// marker is plaintext the transfer carries; the underlay capture must not.
+// TempPrefix starts the name of the temporary directory a demo owns (in
+// os.TempDir()); `weft demo --down` removes those of dead demos.
+const TempPrefix = "weft-demo-"
+
+// pidFile, in the demo's temporary directory, holds the demo's pid and then
+// one agent pid a line, for --down.
+const pidFile = "pids"
+
+// marker is plaintext the pods send; the underlay capture must not hold it.
 const marker = "WEFT-DEMO-PLAINTEXT"
 
-// Run runs the demo. It returns an error if any check fails.
+// demo is one run's state.
+type demo struct {
+	o     Options
+	w     io.Writer
+	lab   *netlab.Lab
+	dir   string
+	mesh  *netlab.Mesh
+	pods  [][]*netlab.Pod // by node
+	fails []string
+	sum   []string
+	// pcap is the capture of the first node's underlay, running from before
+	// the agents start until stopCapture.
+	pcap        string
+	stopCapture func()
+}
+
+func (d *demo) step(format string, a ...any) { fmt.Fprintf(d.w, "==> "+format+"\n", a...) }
+func (d *demo) ok(format string, a ...any)   { fmt.Fprintf(d.w, "    ok: "+format+"\n", a...) }
+func (d *demo) info(format string, a ...any) { fmt.Fprintf(d.w, "    "+format+"\n", a...) }
+
+// fail records a failed check and carries on: the run shows every check
+// and exits non-zero at the end.
+func (d *demo) fail(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	d.fails = append(d.fails, msg)
+	fmt.Fprintf(d.w, "    FAIL: %s\n", msg)
+}
+
+// Run runs the demo. It returns an error if any check fails, after
+// removing everything it made.
 func Run(ctx context.Context, o Options) (err error) {
-	if o.Mode == "" {
-		o.Mode = tunnel.ModeTUN
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	if o.Pods == 0 {
+		o.Pods = 2
 	}
 	if o.TransferMiB == 0 {
-		o.TransferMiB = 64
+		o.TransferMiB = 32
+	}
+	if o.Mode == "" {
+		o.Mode = "auto"
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := o.Out
-	step := func(format string, a ...any) { fmt.Fprintf(w, "==> "+format+"\n", a...) }
-	ok := func(format string, a ...any) { fmt.Fprintf(w, "    ok: "+format+"\n", a...) }
-
-	step("building a 2-node lab (network namespaces on a bridge, underlay 198.18.0.0/15)")
-	lab, err := netlab.New(ctx, netlab.Config{Nodes: 2, Logger: o.Logger})
-	if err != nil {
-		return err
+	if o.Nodes < 2 || o.Nodes > 50 || o.Pods < 1 || o.Pods > 50 {
+		return fmt.Errorf("demo: %d nodes with %d pods each: want 2-50 nodes and 1-50 pods", o.Nodes, o.Pods)
 	}
+	if o.Bin == "" {
+		return errors.New("demo: no weft binary")
+	}
+	d := &demo{o: o, w: o.Out}
 	defer func() {
-		if cerr := lab.Close(); cerr != nil && err == nil {
-			err = cerr
+		if cerr := d.cleanup(); cerr != nil {
+			err = errors.Join(err, cerr)
 		}
-		fmt.Fprintln(w, "==> lab removed")
+		if err == nil && len(d.fails) > 0 {
+			err = fmt.Errorf("%d check(s) failed: %s", len(d.fails), strings.Join(d.fails, "; "))
+		}
+		if err == nil {
+			fmt.Fprintln(d.w, "==> all checks passed")
+		}
 	}()
+	return d.run(ctx)
+}
+
+func (d *demo) run(ctx context.Context) error {
+	o := d.o
+	d.step("building a %d-node lab: network namespaces on a bridge, underlay 198.18.0.0/15", o.Nodes)
+	lab, err := netlab.New(ctx, netlab.Config{Nodes: o.Nodes, Logger: o.Logger})
+	if err != nil {
+		return err
+	}
+	d.lab = lab
+	d.info("lab id %s", lab.ID)
 	for _, n := range lab.Nodes {
-		ok("node %s: netns %s, eth0 %s", n.Name, n.NS, n.Underlay)
+		d.ok("node %s: netns %s, eth0 %s", n.Name, n.NS, n.Underlay)
+	}
+	if d.dir, err = os.MkdirTemp("", TempPrefix+lab.ID+"-"); err != nil {
+		return err
+	}
+	if err := d.writePids(); err != nil {
+		return err
 	}
 
-	step("bringing up weft %s devices and peering them", o.Mode)
-	path, devs, err := bench.WeftPair(ctx, lab, o.Mode, 1500-tunnel.Overhead, o.Logger)
+	d.step("capturing %s's underlay (eth0) from now until the pod traffic is done", lab.Nodes[0].Name)
+	if d.pcap, d.stopCapture, err = capture(ctx, lab.Nodes[0], d.dir); err != nil {
+		return err
+	}
+	d.ok("tcpdump listening, writing %s", d.pcap)
+
+	d.step("starting `weft agent` on every node (gossip key generated in %s)", d.dir)
+	d.mesh, err = lab.StartMesh(netlab.MeshConfig{
+		Bin: o.Bin, Dir: filepath.Join(d.dir, "mesh"), Mode: o.Mode,
+		Extra: []string{"--gossip-profile", "local"},
+	})
 	if err != nil {
 		return err
 	}
-	defer path.Close()
-	for i, d := range devs {
-		ok("%s: %s device %s, overlay %s, key %s", lab.Nodes[i].Name, d.Mode(), d.Name(), []bench.Side{path.A, path.B}[i].Addr, tunnel.Fingerprint(d.PublicKey()))
+	agentsStarted := time.Now()
+	if err := d.writePids(); err != nil {
+		return err
+	}
+	for _, a := range d.mesh.Agents {
+		d.ok("%s: pid %d, interface %s, socket %s", a.Node.Name, a.Pid(), a.Interface(), a.Socket())
+	}
+	p := &progress{w: d.w, terminal: o.Terminal}
+	want := meshGoal{members: o.Nodes, leases: o.Nodes}
+	if err := p.wait(ctx, d.mesh, want, 60*time.Second, nil); err != nil {
+		return d.withLogs(err)
 	}
 
-	step("ping across the tunnel")
-	rtt, err := bench.Ping(ctx, path)
+	d.step("adding %d pod(s) per node through the CNI plugin (libcni ADD, conflist in %s)", o.Pods, filepath.Join(d.dir, "mesh"))
+	for _, rt := range d.mesh.Runtimes {
+		var pods []*netlab.Pod
+		for i := 1; i <= o.Pods; i++ {
+			pod, err := rt.AddPod(ctx, "p"+strconv.Itoa(i))
+			if err != nil {
+				return err
+			}
+			d.ok("%s: %s, netns %s, host veth %s", pod.Name, pod.Addr(), pod.NS, pod.HostVeth)
+			pods = append(pods, pod)
+		}
+		d.pods = append(d.pods, pods)
+	}
+
+	d.step("waiting for WireGuard handshakes between every pair of nodes")
+	want.handshakes = o.Nodes * (o.Nodes - 1)
+	poke, stopPoke := d.poker()
+	err = p.wait(ctx, d.mesh, want, 60*time.Second, poke)
+	stopPoke()
 	if err != nil {
-		return err
+		return d.withLogs(err)
 	}
-	ok("%s -> %s: avg RTT %.0f µs", path.A.Addr, path.B.Addr, rtt)
+	d.sum = append(d.sum, fmt.Sprintf("mesh: %d/%d members alive on every node, %d leases, %d/%d handshakes; formed %.1f s after the agents started",
+		o.Nodes, o.Nodes, o.Nodes, want.handshakes, want.handshakes, time.Since(agentsStarted).Seconds()))
 
-	step("moving %d MiB over TCP while capturing the underlay", o.TransferMiB)
-	pcap, stop, err := capture(ctx, lab.Nodes[0])
-	if err != nil {
+	if err := d.showStatus(ctx); err != nil {
 		return err
 	}
-	defer os.RemoveAll(filepath.Dir(pcap))
-	start := time.Now()
-	if err := transfer(ctx, path, int64(o.TransferMiB)<<20); err != nil {
-		stop()
+	if err := d.traffic(ctx); err != nil {
 		return err
 	}
-	took := time.Since(start)
-	stop()
-	ok("sha256 matches on both ends (%.2f Gbit/s)", float64(o.TransferMiB)*8*(1<<20)/took.Seconds()/1e9)
-	if err := checkCapture(pcap); err != nil {
+	if err := d.throughput(ctx); err != nil {
 		return err
 	}
-	ok("underlay carried only WireGuard UDP, and the plaintext marker never appeared")
+	if o.Keep {
+		d.step("lab kept up; enter a pod with: ip netns exec %s bash   (Ctrl-C to tear down)", d.pods[0][0].NS)
+		<-ctx.Done()
+	}
+	d.step("summary")
+	for _, s := range d.sum {
+		d.info("%s", s)
+	}
+	return nil
+}
 
-	step("wg show (Debian's wireguard-tools, through the UAPI socket)")
-	out, err := lab.Nodes[0].Run(ctx, "wg", "show", devs[0].Name())
+// withLogs adds the tail of every agent's log to err.
+func (d *demo) withLogs(err error) error {
+	var b strings.Builder
+	for _, a := range d.mesh.Agents {
+		fmt.Fprintf(&b, "\n--- agent %s log (tail) ---\n%s", a.Node.Name, a.LogTail())
+	}
+	return fmt.Errorf("%w%s", err, b.String())
+}
+
+// showStatus runs `weft status` on the first node, as a person would.
+func (d *demo) showStatus(ctx context.Context) error {
+	a := d.mesh.Agents[0]
+	d.step("weft status --socket %s   (on %s)", a.Socket(), a.Node.Name)
+	out, err := a.Node.Run(ctx, d.o.Bin, "status", "--socket", a.Socket())
 	if err != nil {
 		return err
 	}
 	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
-		fmt.Fprintln(w, "    "+l)
+		d.info("%s", l)
 	}
-	if !strings.Contains(out, "latest handshake") || !strings.Contains(out, "transfer:") {
-		return errors.New("wg show shows no handshake or transfer")
+	st, err := a.Status()
+	if err != nil {
+		return err
 	}
-
-	if bench.HaveIperf3() {
-		step("throughput (iperf3, 1 stream, 3 s)")
-		th, err := bench.Iperf3(ctx, path.A.Node, path.B.Node, path.B.Addr, 1, 3*time.Second)
-		if err != nil {
-			return err
+	if !st.Self.GossipEncrypted {
+		d.fail("agent on %s reports unencrypted gossip", a.Node.Name)
+	}
+	alive := 0
+	for _, m := range st.Members {
+		if m.State == "alive" && m.OwnsBlock {
+			alive++
 		}
-		ok("weft %s: %.2f Gbit/s", o.Mode, th.Gbps)
 	}
-	if o.Keep {
-		step("lab kept up; enter a node with: ip netns exec %s bash   (Ctrl-C to tear down)", lab.Nodes[0].NS)
-		<-ctx.Done()
+	if alive != d.o.Nodes {
+		d.fail("weft status on %s: %d alive members owning their block, want %d", a.Node.Name, alive, d.o.Nodes)
 	}
-	fmt.Fprintln(w, "==> all checks passed")
 	return nil
 }
 
-func transfer(ctx context.Context, p *bench.Path, size int64) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	l, err := p.B.Node.Listen("tcp", net.JoinHostPort(p.B.Addr.String(), "0"))
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	type result struct {
-		sum []byte
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		h := sha256.New()
-		_, err = io.Copy(h, c)
-		got <- result{h.Sum(nil), err}
-	}()
-	c, err := p.A.Node.DialContext(ctx, "tcp", l.Addr().String())
-	if err != nil {
-		return err
-	}
-	h := sha256.New()
-	src := &markedRand{left: size, rng: rand.NewChaCha8([32]byte{7})}
-	if _, err := io.Copy(io.MultiWriter(c, h), src); err != nil {
-		c.Close()
-		return fmt.Errorf("send: %w", err)
-	}
-	c.Close()
-	select {
-	case r := <-got:
-		if r.err != nil {
-			return fmt.Errorf("receive: %w", r.err)
-		}
-		if !bytes.Equal(r.sum, h.Sum(nil)) {
-			return errors.New("received data does not match what was sent")
-		}
+// cleanup removes everything the run made, in the reverse order: pods
+// (DEL), agents, stale UAPI sockets, the lab, the temporary directory.
+func (d *demo) cleanup() error {
+	if d.lab == nil {
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
-}
-
-// markedRand is pseudo-random data with the marker every 4 KiB.
-type markedRand struct {
-	left int64
-	rng  *rand.ChaCha8
-}
-
-func (m *markedRand) Read(b []byte) (int, error) {
-	if m.left == 0 {
-		return 0, io.EOF
+	pods := 0
+	for _, ps := range d.pods {
+		pods += len(ps)
 	}
-	if int64(len(b)) > m.left {
-		b = b[:m.left]
+	agents := 0
+	if d.mesh != nil {
+		agents = len(d.mesh.Agents)
 	}
-	m.rng.Read(b)
-	for i := 0; i+len(marker) <= len(b); i += 4096 {
-		copy(b[i:], marker)
+	d.step("cleaning up: DEL %d pod(s), stop %d agent(s), remove the lab and %s", pods, agents, orNone(d.dir))
+	var errs []error
+	if d.stopCapture != nil {
+		d.stopCapture()
 	}
-	m.left -= int64(len(b))
-	return len(b), nil
-}
-
-func capture(ctx context.Context, n *netlab.Node) (string, func(), error) {
-	dir, err := os.MkdirTemp("", "weft-demo-")
-	if err != nil {
-		return "", nil, err
-	}
-	file := filepath.Join(dir, "underlay.pcap")
-	cmd := n.Command(ctx, "tcpdump", "-i", "eth0", "-s", "0", "-U", "-n", "-w", file)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("tcpdump: %w", err)
-	}
-	// tcpdump creates the file once it listens.
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(file); err == nil {
-			break
+	if d.mesh != nil {
+		errs = append(errs, d.mesh.Close())
+		for _, a := range d.mesh.Agents {
+			sock := filepath.Join(WireGuardRunDir, a.Interface()+".sock")
+			if removed, err := removeStaleSocket(sock); err != nil {
+				errs = append(errs, err)
+			} else if removed {
+				d.o.Logger.Warn("agent left its UAPI socket behind; removed it", "socket", sock)
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	stop := func() {
-		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
+	errs = append(errs, d.lab.Close())
+	if d.dir != "" {
+		errs = append(errs, os.RemoveAll(d.dir))
 	}
-	return file, stop, nil
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	d.info("removed: namespaces %s-*, agent processes, %s", netlab.NamePrefix+d.lab.ID, orNone(d.dir))
+	return nil
 }
 
-func checkCapture(file string) error {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
+func orNone(s string) string {
+	if s == "" {
+		return "(no temp dir)"
 	}
-	if bytes.Contains(b, []byte(marker)) {
-		return errors.New("plaintext marker found on the underlay")
+	return s
+}
+
+// writePids records the demo's pid and its agents' for --down.
+func (d *demo) writePids() error {
+	var b strings.Builder
+	fmt.Fprintln(&b, os.Getpid())
+	if d.mesh != nil {
+		for _, a := range d.mesh.Agents {
+			fmt.Fprintln(&b, a.Pid())
+		}
 	}
-	out, err := exec.Command("tcpdump", "-r", file, "-n", "(ip or ip6) and not udp port 51820 and not ip multicast and not ip6 multicast").Output()
-	if err != nil {
-		return fmt.Errorf("read capture: %w", err)
+	return os.WriteFile(filepath.Join(d.dir, pidFile), []byte(b.String()), 0o600)
+}
+
+// side is a pod as one end of a measured path.
+func side(p *netlab.Pod) bench.Side { return bench.Side{Node: &p.Node, Addr: p.Addr()} }
+
+// memberKeys lists the public keys of every member, as gossip tags carry
+// them (base64): text that would show in an unencrypted gossip capture.
+func memberKeys(st agent.Report) []string {
+	var out []string
+	for _, m := range st.Members {
+		if m.PublicKey != "" {
+			out = append(out, m.PublicKey)
+		}
 	}
-	if s := strings.TrimSpace(string(out)); s != "" {
-		return fmt.Errorf("underlay carried packets that are not WireGuard:\n%s", s)
-	}
-	wgOut, _ := exec.Command("tcpdump", "-r", file, "-n", "udp port 51820").Output()
-	if n := bytes.Count(wgOut, []byte("\n")); n < 100 {
-		return fmt.Errorf("only %d WireGuard packets captured: the capture saw nothing", n)
-	}
-	return nil
+	return out
 }

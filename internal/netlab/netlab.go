@@ -46,6 +46,8 @@ type Lab struct {
 	Switch string
 	Nodes  []*Node
 	log    *slog.Logger
+	// faults holds the running fault injectors (faults.go).
+	faults faultState
 }
 
 // Node is one lab node: a network namespace with eth0 on the underlay.
@@ -58,6 +60,8 @@ type Node struct {
 	Underlay netip.Prefix
 	// Port is the node's end on the bridge, in the switch namespace.
 	Port string
+	// lab is the lab the node belongs to (nil for a pod's namespace).
+	lab *Lab
 }
 
 // Addr is the node's underlay address.
@@ -152,7 +156,7 @@ func (l *Lab) build(ctx context.Context, cfg Config) error {
 		return err
 	}
 	for i := 1; i <= cfg.Nodes; i++ {
-		n := &Node{Name: fmt.Sprintf("n%d", i), Underlay: UnderlayAddr(i)}
+		n := &Node{Name: fmt.Sprintf("n%d", i), Underlay: UnderlayAddr(i), lab: l}
 		n.NS = NamePrefix + l.ID + "-" + n.Name
 		n.Port = n.Name
 		if err := addNetns(ctx, n.NS); err != nil {
@@ -177,15 +181,32 @@ func (l *Lab) build(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// Close removes every namespace of the lab (their links go with them).
+// Close removes every namespace of the lab (their links go with them),
+// pods a Runtime did not detach included.
 func (l *Lab) Close() error {
+	l.faults.close() // before the namespaces go: its sockets would keep them alive
 	var errs []error
 	for _, n := range l.Nodes {
 		errs = append(errs, delNetns(n.NS))
 	}
 	errs = append(errs, delNetns(l.Switch))
+	for _, name := range labNamespaces(NamePrefix + l.ID + "-") {
+		errs = append(errs, delNetns(name))
+	}
+	// A userspace device whose agent was killed leaves its UAPI socket in
+	// the one directory all lab nodes share; the device died with its
+	// namespace, so the socket is stale.
+	socks, _ := filepath.Glob(filepath.Join(uapiDir, "wf"+l.ID+"-*.sock"))
+	for _, s := range socks {
+		if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// uapiDir is where wireguard-go and wgctrl keep userspace devices' sockets.
+const uapiDir = "/var/run/wireguard"
 
 // Cleanup removes every namespace whose name starts with NamePrefix: what a
 // crashed run left behind. It returns the names it removed.
