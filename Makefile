@@ -11,9 +11,10 @@ FUZZTIME  ?= 10s
 
 # command -> Debian package; deps installs the packages of missing commands.
 DEB_CMDS := iperf3:iperf3 wg:wireguard-tools tcpdump:tcpdump ip:iproute2 ping:iputils-ping \
-            unshare:util-linux /usr/lib/cni/portmap:containernetworking-plugins
+            unshare:util-linux /usr/lib/cni/portmap:containernetworking-plugins \
+            iptables:iptables
 
-.PHONY: all build test test-short demo bench lint deps fuzz clean
+.PHONY: all build test test-short demo bench bench-agent bench-cni lint deps fuzz clean
 
 all: build
 
@@ -65,8 +66,21 @@ $(STOCK):
 	GOBIN=$(CURDIR)/$(BIN) $(GO) install golang.zx2c4.com/wireguard@$(WGGO_VER)
 
 bench: deps build $(STOCK)
-	$(WEFT) bench --stock $(STOCK) --streams 1,4 --duration 10s
+	$(WEFT) bench --stock $(STOCK) --node-to-node --streams 1,4 --duration 10s
 	$(GO) test -run=NONE -bench=. -benchtime=3x ./tunnel ./netstack
+
+# The agent's costs (issue 4): convergence of 200 in-process Serf agents,
+# and a 25-node lab of real agent processes (join-to-handshake time, idle RSS
+# and CPU). About seven minutes. The 1000-agent convergence is
+# -bench 'Convergence/members=1000' (long; see the README).
+bench-agent: deps
+	$(GO) test -run=NONE -bench='Convergence/members=200$$|Mesh25' -benchtime=1x -timeout 60m ./agent
+
+# The CNI plugin (issue 5): ADD latency one at a time and with 50 in flight
+# on one lab node, through libcni and the built binary, as a runtime calls it.
+bench-cni: deps
+	$(GO) test -run=NONE -bench='^BenchmarkAdd$$' -benchtime=200x ./cni
+	$(GO) test -run=NONE -bench='^BenchmarkParallelAdd$$' -benchtime=10x ./cni
 
 clean:
 	rm -rf $(BIN)
