@@ -157,8 +157,9 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.GossipNodes = 4
 	}
 	// memberlist compresses every gossip packet with LZW by default, which
-	// allocates a fresh 16 KiB table per packet: a quarter of an idle
-	// agent's CPU in a profile, for packets of a few hundred bytes.
+	// allocates a fresh 16 KiB table per packet: a quarter of the CPU of a
+	// 100-agent simulation converging, in a profile, for packets of a few
+	// hundred bytes.
 	mc.EnableCompression = false
 	if cfg.Profile == "local" {
 		mc.PushPullInterval = 5 * time.Second
