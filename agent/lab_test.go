@@ -24,16 +24,13 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		flag.Parse()
 		if os.Geteuid() == 0 && !testing.Short() {
-			dir, err := os.MkdirTemp("", "weft-agent-test-")
+			bin, cleanup, err := netlab.BuildWeftTemp("weft-agent-test-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
-			defer os.RemoveAll(dir)
-			if weftBin, err = netlab.BuildWeft(dir); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
+			defer cleanup()
+			weftBin = bin
 		}
 		return m.Run()
 	}()

@@ -37,16 +37,14 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		flag.Parse()
 		if os.Geteuid() == 0 && !testing.Short() {
-			dir, err := os.MkdirTemp("", "weft-cni-test-")
+			bin, cleanup, err := netlab.BuildWeftTemp("weft-cni-test-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
-			defer os.RemoveAll(dir)
-			if weftBin, err = netlab.BuildWeft(dir); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
+			defer cleanup()
+			weftBin = bin
+			dir := filepath.Dir(bin)
 			cniBinDir = filepath.Join(dir, "cni-bin")
 			if err := os.MkdirAll(cniBinDir, 0o755); err != nil {
 				fmt.Fprintln(os.Stderr, err)

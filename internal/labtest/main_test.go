@@ -38,16 +38,13 @@ func TestMain(m *testing.M) {
 	os.Exit(func() int {
 		flag.Parse()
 		if os.Geteuid() == 0 && !testing.Short() {
-			dir, err := os.MkdirTemp("", "weft-labtest-")
+			bin, cleanup, err := netlab.BuildWeftTemp("weft-labtest-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
-			defer os.RemoveAll(dir)
-			if weftBin, err = netlab.BuildWeft(dir); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
+			defer cleanup()
+			weftBin = bin
 		}
 		code := m.Run()
 		if leaked := leftNamespaces(); len(leaked) > 0 {

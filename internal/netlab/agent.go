@@ -27,6 +27,23 @@ func BuildWeft(dir string) (string, error) {
 	return bin, nil
 }
 
+// BuildWeftTemp builds the weft binary into a new temporary directory
+// (named from pattern, as os.MkdirTemp) and returns its path and a cleanup
+// that removes the directory: what every test package running agents needs
+// once in its TestMain.
+func BuildWeftTemp(pattern string) (bin string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	if bin, err = BuildWeft(dir); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return bin, cleanup, nil
+}
+
 // AgentConfig describes one `weft agent` process in a lab node.
 type AgentConfig struct {
 	// Bin is the weft binary.
