@@ -30,10 +30,13 @@ const failedQuery = "weft-failed"
 // maxLearned bounds how many failed members a node keeps from notices.
 const maxLearned = 4096
 
-// noticeBudget is the most payload bytes one notice carries: a query is
-// gossiped in one UDP packet (memberlist packs at most 1400 bytes), next to
-// its header and filter.
-const noticeBudget = 900
+// noticeBudget is the most payload bytes one notice carries. A query is
+// gossiped in one UDP packet (memberlist packs at most 1400 bytes) next to
+// its header and filter (Serf refuses one over 1024 bytes in all), and it
+// goes into a packet only after Serf's queued intents and events: a query
+// near the limit waited minutes for a packet with that much room while a
+// churn kept the intent queue busy. Small notices slip into the gaps.
+const noticeBudget = 400
 
 // heldLease is one failed member's claim, as a notice carries it: only what
 // the lease rules need, so that a notice holds many.

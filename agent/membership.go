@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -342,7 +343,7 @@ func (m *Membership) reassertTags() {
 	}
 }
 
-// reconnectLoop runs reconnectOne every 10 s, apart from the event loop: a
+// reconnectLoop runs reconnectFailed every 10 s, apart from the event loop: a
 // join to a member that is really gone blocks for the TCP timeout. It is
 // slow on purpose: each try is a full-state push-pull.
 func (m *Membership) reconnectLoop(ctx context.Context) {
@@ -354,37 +355,101 @@ func (m *Membership) reconnectLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			m.reconnectOne()
+			m.reconnectFailed()
 		}
 	}
 }
 
-// reconnectOne contacts one member we see as failed. A member can be
-// declared dead by a single node under load and stay dead there: memberlist
-// lets that dead state beat every alive message of the same incarnation,
-// and only the member itself can refute it, once it hears of it. Serf's own
-// reconnect tries a failed member with a probability of failed/alive per
-// interval (minutes in a big mesh); a push-pull with the member now makes
-// it refute within a round trip, or fails fast if it is really gone.
-func (m *Membership) reconnectOne() {
-	var failed []string
+// reconnectFailed contacts a few members we see as failed. A member can be
+// declared dead by a single node under load and stay dead there:
+// memberlist lets that dead state beat every alive message of the same
+// incarnation, and only the member itself can refute it, once it hears of
+// it. Serf's own reconnect tries a failed member with a probability of
+// failed/alive per interval (minutes in a big mesh); a push-pull with the
+// member now makes it refute within a round trip, or fails fast if it is
+// really gone.
+//
+// Each round tries the two members that failed most recently (a false
+// verdict is a recent one) and one more in turn, at once: with twenty real
+// failures in the view, one at a time in turn took minutes to reach a
+// member that had only flapped.
+func (m *Membership) reconnectFailed() {
+	type failedMember struct {
+		addr  string
+		since time.Time
+	}
+	var failed []failedMember
+	now := m.now()
+	m.mu.Lock()
+	seen := maps.Clone(m.seen)
+	m.mu.Unlock()
 	for _, sm := range m.serf.Members() {
 		if sm.Status == serf.StatusFailed {
-			failed = append(failed, net.JoinHostPort(sm.Addr.String(), strconv.Itoa(int(sm.Port))))
+			since := now
+			if s, ok := seen[sm.Name]; ok && s.status == StatusFailed {
+				since = s.since
+			}
+			failed = append(failed, failedMember{net.JoinHostPort(sm.Addr.String(), strconv.Itoa(int(sm.Port))), since})
 		}
 	}
 	if len(failed) == 0 {
 		return
 	}
+	slices.SortFunc(failed, func(a, b failedMember) int { return cmp.Or(b.since.Compare(a.since), strings.Compare(a.addr, b.addr)) })
+	try := map[string]bool{}
+	for _, f := range failed[:min(2, len(failed))] {
+		try[f.addr] = true
+	}
 	m.mu.Lock()
 	m.rr++
-	addr := failed[m.rr%len(failed)]
+	try[failed[m.rr%len(failed)].addr] = true
 	m.mu.Unlock()
-	// memberlist's Join is a push-pull over TCP bounded by its TCP timeout.
-	// ignoreOld is false: user events (weft sends none) are all it affects.
-	if _, err := m.serf.Join([]string{addr}, false); err == nil {
-		m.log.Debug("reconnected to a member we saw failed", "addr", addr)
+	var wg sync.WaitGroup
+	for addr := range try {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.pushPull(addr, "reconnected to a member we saw failed")
+		}()
 	}
+	wg.Wait()
+}
+
+// pushPull exchanges full state with the member at addr: memberlist's
+// Join is a push-pull over TCP bounded by its TCP timeout, and Serf merges
+// the state it brings (members that left, Lamport times). Not Serf's Join:
+// that also broadcasts a join intent, and intents take the room of a
+// gossip packet before queries do; one per reconnect or resync starved
+// the failed-member notices (failed.go) of a 200-member churn for minutes.
+func (m *Membership) pushPull(addr, why string) bool {
+	if _, err := m.serf.Memberlist().Join([]string{addr}); err != nil {
+		return false
+	}
+	m.log.Debug(why, "addr", addr)
+	return true
+}
+
+// Resync exchanges full state with one alive member picked at random: the
+// agent's repair of a view it has reason to doubt (a member it thinks
+// failed still holds a block that a live member announces: the others may
+// have seen that member leave).
+func (m *Membership) Resync(except string) {
+	var alive []string
+	self := m.serf.LocalMember().Name
+	for _, sm := range m.serf.Members() {
+		if sm.Status == serf.StatusAlive && sm.Name != self && sm.Name != except {
+			alive = append(alive, net.JoinHostPort(sm.Addr.String(), strconv.Itoa(int(sm.Port))))
+		}
+	}
+	if len(alive) == 0 {
+		return
+	}
+	addr := alive[rand.N(len(alive))]
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.pushPull(addr, "resynced with a member")
+	}()
 }
 
 // Members returns every member Serf knows, self included, sorted by name,
