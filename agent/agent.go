@@ -17,6 +17,12 @@ import (
 	"github.com/weftnet/weft/tunnel"
 )
 
+// The default ranges: pod blocks of host-mode nodes, and sidecar addresses.
+const (
+	DefaultClusterRange = "100.64.0.0/16"
+	DefaultSidecarRange = "100.127.0.0/16"
+)
+
 // Config configures an agent. Zero values get the defaults in parentheses.
 type Config struct {
 	// NodeName is this member's name (required; the Kubernetes node name).
@@ -43,6 +49,14 @@ type Config struct {
 	// Pool is the cluster range, block size and lease TTL
 	// (100.64.0.0/16, /24, 10 min).
 	Pool LeaseConfig
+	// SidecarRange is the range sidecars lease single addresses from
+	// (100.127.0.0/16), by the same rules and TTL as Pool's blocks. Every
+	// member must agree on it, as on Pool; it must not overlap Pool.
+	SidecarRange netip.Prefix
+	// Sidecar makes this member a sidecar (package sidecar): it leases one
+	// address of SidecarRange, announces mode "sidecar" and carries its
+	// traffic on a netstack device, with no kernel interface or route.
+	Sidecar bool
 	// Interface is the WireGuard link (weft0).
 	Interface string
 	// Mode is the tunnel backend (auto).
@@ -56,7 +70,10 @@ type Config struct {
 	MTU int
 	// StateDir holds state.json and the Serf snapshot (/var/lib/weft).
 	StateDir string
-	// SocketPath is the local API socket (/run/weft/agent.sock).
+	// Ephemeral keeps the key and lease in memory only: no state file, no
+	// Serf snapshot (an embedded node, a sidecar whose pod restarts fresh).
+	Ephemeral bool
+	// SocketPath is the local API socket (/run/weft/agent.sock; "-": none).
 	SocketPath string
 	// MetricsAddr serves /metrics, /healthz and /readyz over TCP ("" off).
 	MetricsAddr string
@@ -92,7 +109,7 @@ func (c *Config) setDefaults() error {
 		c.Bind = netip.MustParseAddrPort("0.0.0.0:7946")
 	}
 	if !c.Pool.Range.IsValid() {
-		c.Pool.Range = netip.MustParsePrefix("100.64.0.0/16")
+		c.Pool.Range = netip.MustParsePrefix(DefaultClusterRange)
 	}
 	if c.Pool.BlockBits == 0 {
 		c.Pool.BlockBits = 24
@@ -102,6 +119,22 @@ func (c *Config) setDefaults() error {
 	}
 	if err := c.Pool.Validate(); err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	if !c.SidecarRange.IsValid() {
+		c.SidecarRange = netip.MustParsePrefix(DefaultSidecarRange)
+	}
+	if err := c.sidecarPool().Validate(); err != nil {
+		return fmt.Errorf("agent: sidecar range: %w", err)
+	}
+	if c.SidecarRange.Overlaps(c.Pool.Range) {
+		return fmt.Errorf("agent: sidecar range %s overlaps the cluster range %s", c.SidecarRange, c.Pool.Range)
+	}
+	if c.Sidecar {
+		// A sidecar has no kernel interface to carry anything else.
+		if c.Mode != "" && c.Mode != tunnel.ModeAuto && c.Mode != tunnel.ModeNetstack {
+			return fmt.Errorf("agent: a sidecar runs on netstack, not %s", c.Mode)
+		}
+		c.Mode = tunnel.ModeNetstack
 	}
 	if c.Interface == "" {
 		c.Interface = "weft0"
@@ -160,6 +193,19 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// sidecarPool is the lease pool of sidecars: single addresses.
+func (c *Config) sidecarPool() LeaseConfig {
+	return LeaseConfig{Range: c.SidecarRange, BlockBits: c.SidecarRange.Addr().BitLen(), TTL: c.Pool.TTL}
+}
+
+// ownPool is the pool this member leases from.
+func (c *Config) ownPool() LeaseConfig {
+	if c.Sidecar {
+		return c.sidecarPool()
+	}
+	return c.Pool
+}
+
 // Agent is one node's control plane.
 type Agent struct {
 	cfg     Config
@@ -174,13 +220,18 @@ type Agent struct {
 	tags      Tags
 	last      snapshot
 	ready     bool
-	conflicts []Conflict // conflicts this agent lost, most recent last
+	readyCh   chan struct{} // closed once ready
+	conflicts []Conflict    // conflicts this agent lost, most recent last
 
 	// warned remembers which invalid members were logged, once each.
 	warned map[string]string
 	// told remembers failed-member notices sent (tellNewcomers), by
 	// loser, winner and block.
 	told map[string]time.Time
+	// doubts are the failed-winner conflicts of this node's view, by
+	// winner/loser, with when each was first seen (doubtFailedWinners).
+	doubts    map[string]time.Time
+	lastDoubt time.Time
 
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.
@@ -203,21 +254,65 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}, doubts: map[string]time.Time{}, readyCh: make(chan struct{})}
 	a.metrics = newMetrics(cfg.Registry, a)
 	return a, nil
 }
 
 func (a *Agent) statePath() string { return filepath.Join(a.cfg.StateDir, "state.json") }
 
+// saveState persists st, unless the agent is ephemeral.
+func (a *Agent) saveState(st State) error {
+	if a.cfg.Ephemeral {
+		return nil
+	}
+	return SaveState(a.statePath(), st)
+}
+
+// Ready is closed once the agent holds a lease and its device is up.
+func (a *Agent) Ready() <-chan struct{} { return a.readyCh }
+
+// Device is the agent's WireGuard device, nil before Ready.
+func (a *Agent) Device() tunnel.Device {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dev
+}
+
+// Address is this member's own overlay address (the node address of its
+// block, or a sidecar's single address); invalid before it holds a lease.
+func (a *Agent) Address() netip.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.state.Block.IsValid() {
+		return netip.Addr{}
+	}
+	return NodeAddress(a.state.Block)
+}
+
+// Members is the agent's current view of the mesh.
+func (a *Agent) Members() []Member {
+	a.mu.Lock()
+	mem := a.mem
+	a.mu.Unlock()
+	if mem == nil {
+		return nil
+	}
+	return mem.Members()
+}
+
 // loadIdentity reads the state file, or starts fresh (new key, no block)
 // when there is none or it belongs to something else.
 func (a *Agent) loadIdentity() error {
 	st, err := LoadState(a.statePath(), a.cfg.NodeName)
+	if a.cfg.Ephemeral {
+		st, err = State{}, os.ErrNotExist
+	}
+	pool := a.cfg.ownPool()
 	switch {
 	case err == nil:
-		if st.Block.IsValid() && (st.Range != a.cfg.Pool.Range || st.Block.Bits() != a.cfg.Pool.BlockBits) {
-			a.log.Warn("dropping the persisted lease: the cluster range changed", "block", st.Block, "old_range", st.Range, "range", a.cfg.Pool.Range)
+		if st.Block.IsValid() && (st.Range != pool.Range || st.Block.Bits() != pool.BlockBits) {
+			a.log.Warn("dropping the persisted lease: the cluster range changed", "block", st.Block, "old_range", st.Range, "range", pool.Range)
 			st.Block, st.Range, st.LeaseTime = netip.Prefix{}, netip.Prefix{}, 0
 		}
 		a.log.Info("state loaded", "key", st.Key, "block", st.Block)
@@ -234,7 +329,7 @@ func (a *Agent) loadIdentity() error {
 	default:
 		return err
 	}
-	if err := SaveState(a.statePath(), st); err != nil {
+	if err := a.saveState(st); err != nil {
 		return err
 	}
 	a.state = st

@@ -212,6 +212,9 @@ func (a *Agent) handler(withMetrics bool) http.Handler {
 // and, if configured, metrics and health over TCP.
 func (a *Agent) serveAPI(ctx context.Context) (*apiServer, error) {
 	s := &apiServer{}
+	if a.cfg.SocketPath == "-" {
+		return s, a.serveMetrics(s)
+	}
 	if err := os.MkdirAll(filepath.Dir(a.cfg.SocketPath), 0o755); err != nil {
 		return nil, fmt.Errorf("agent api: %w", err)
 	}
@@ -225,15 +228,24 @@ func (a *Agent) serveAPI(ctx context.Context) (*apiServer, error) {
 	}
 	os.Chmod(a.cfg.SocketPath, 0o600)
 	s.start(&http.Server{Handler: a.handler(true), ReadHeaderTimeout: 5 * time.Second}, ul)
-	if a.cfg.MetricsAddr != "" {
-		tl, err := net.Listen("tcp", a.cfg.MetricsAddr)
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("agent metrics: %w", err)
-		}
-		s.start(&http.Server{Handler: a.handler(true), ReadHeaderTimeout: 5 * time.Second}, tl)
+	if err := a.serveMetrics(s); err != nil {
+		s.close()
+		return nil, err
 	}
 	return s, nil
+}
+
+// serveMetrics serves the API, metrics and health on MetricsAddr, if set.
+func (a *Agent) serveMetrics(s *apiServer) error {
+	if a.cfg.MetricsAddr == "" {
+		return nil
+	}
+	tl, err := net.Listen("tcp", a.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("agent metrics: %w", err)
+	}
+	s.start(&http.Server{Handler: a.handler(true), ReadHeaderTimeout: 5 * time.Second}, tl)
+	return nil
 }
 
 func (s *apiServer) start(srv *http.Server, l net.Listener) {

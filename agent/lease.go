@@ -272,3 +272,36 @@ func NextLease(c LeaseConfig, self Member, members []Member, now time.Time) (blo
 	}
 	return b, ms, true, nil
 }
+
+// MergeLeases joins the leases of pools that do not overlap (host blocks
+// and sidecar addresses) into one: owners sorted by block, conflicts in
+// the order of the pools. Config is the first pool's; the pools share the
+// TTL, the only field the readers of a merged Leases use.
+func MergeLeases(ls ...Leases) Leases {
+	if len(ls) == 0 {
+		return Leases{}
+	}
+	out := Leases{Config: ls[0].Config, byBlock: map[netip.Prefix]int{}, byOwner: map[string]int{}}
+	for _, l := range ls {
+		out.Owners = append(out.Owners, l.Owners...)
+		out.Conflicts = append(out.Conflicts, l.Conflicts...)
+	}
+	slices.SortFunc(out.Owners, func(x, y BlockOwner) int { return x.Block.Compare(y.Block) })
+	for i, o := range out.Owners {
+		out.byBlock[o.Block] = i
+		// A name owns at most one block in each pool's view; should a
+		// member hold claims in two pools, its first block counts.
+		if _, dup := out.byOwner[o.Owner]; !dup {
+			out.byOwner[o.Owner] = i
+		}
+	}
+	for i, c := range out.Conflicts {
+		if out.byLoser == nil {
+			out.byLoser = map[string]int{}
+		}
+		if _, dup := out.byLoser[c.Loser]; !dup {
+			out.byLoser[c.Loser] = i
+		}
+	}
+	return out
+}

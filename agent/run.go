@@ -22,11 +22,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	announced := string(mode)
+	if a.cfg.Sidecar {
+		announced = ModeSidecar
+	}
 	a.mu.Lock()
 	a.tags = Tags{
 		Version:   TagVersion,
 		PublicKey: a.state.Key.Public(),
-		Mode:      string(mode),
+		Mode:      announced,
 		MTU:       a.cfg.MTU,
 		Block:     a.state.Block,
 		LeaseTime: a.state.LeaseTime,
@@ -38,7 +42,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Advertise:    a.cfg.Advertise,
 		Keys:         a.cfg.GossipKeys,
 		Insecure:     a.cfg.InsecureGossip,
-		SnapshotPath: filepath.Join(a.cfg.StateDir, "serf.snapshot"),
+		SnapshotPath: a.snapshotPath(),
 		Profile:      a.cfg.GossipProfile,
 		Tags:         a.withEndpoint(a.tags, netip.Addr{}),
 		Logger:       a.log,
@@ -117,6 +121,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.ready = true
 	a.mu.Unlock()
+	close(a.readyCh)
 
 	var rotate <-chan time.Time
 	if a.cfg.KeyRotation > 0 {
@@ -231,6 +236,14 @@ func (a *Agent) resolveMode() (tunnel.Mode, error) {
 	return mode, nil
 }
 
+// snapshotPath is where Serf keeps its snapshot ("" for none: ephemeral).
+func (a *Agent) snapshotPath() string {
+	if a.cfg.Ephemeral {
+		return ""
+	}
+	return filepath.Join(a.cfg.StateDir, "serf.snapshot")
+}
+
 // waitSettled gives gossip a moment to deliver the full member list after
 // a join (push-pull sync normally lands within a round trip).
 func (a *Agent) waitSettled(ctx context.Context, d time.Duration) {
@@ -256,7 +269,7 @@ func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 			}
 		}
 	}
-	block, lt, changed, err := NextLease(a.cfg.Pool, self, members, now)
+	block, lt, changed, err := NextLease(a.cfg.ownPool(), self, members, now)
 	if err != nil {
 		if a.tags.Block.IsValid() {
 			a.noteLostLease(members, now) // lost ours and no other to take
@@ -270,8 +283,8 @@ func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 		a.noteLostLease(members, now)
 	}
 	st := a.state
-	st.Block, st.Range, st.LeaseTime = block, a.cfg.Pool.Range, lt
-	if err := SaveState(a.statePath(), st); err != nil {
+	st.Block, st.Range, st.LeaseTime = block, a.cfg.ownPool().Range, lt
+	if err := a.saveState(st); err != nil {
 		return false, err
 	}
 	a.mu.Lock()
@@ -291,7 +304,7 @@ func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 
 // noteLostLease records a conflict this node lost.
 func (a *Agent) noteLostLease(members []Member, now time.Time) {
-	leases := ResolveLeases(a.cfg.Pool, append(others(members, a.cfg.NodeName), Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}), now)
+	leases := ResolveLeases(a.cfg.ownPool(), append(others(members, a.cfg.NodeName), Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}), now)
 	for _, c := range leases.Conflicts {
 		if c.Loser == a.cfg.NodeName {
 			a.mu.Lock()
@@ -333,6 +346,10 @@ func (a *Agent) openDevice(ctx context.Context, mode tunnel.Mode) error {
 		// A killed agent leaves the interface and its routes in place and
 		// the restarted one adopts them: streams across the node survive.
 		Persist: true,
+		// A netstack node is one with no TUN and no NET_ADMIN, most likely
+		// not root either (a sidecar): /var/run/wireguard may be out of
+		// reach, which must not keep the mesh down.
+		UAPIOptional: mode == tunnel.ModeNetstack,
 	}
 	if mode == tunnel.ModeNetstack {
 		cfg.Address = netip.PrefixFrom(NodeAddress(a.state.Block), a.state.Block.Addr().BitLen())
@@ -378,8 +395,9 @@ func (a *Agent) reconcile() (err error) {
 	}
 	now := a.cfg.Now()
 	members = a.checkRanges(members)
-	leases := ResolveLeases(a.cfg.Pool, members, now)
+	leases := a.resolve(members, now)
 	a.tellNewcomers(members, leases, now)
+	a.doubtFailedWinners(members, leases, now)
 	want := Desired(a.cfg.NodeName, members, leases, now)
 	for i := range want.Peers {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
@@ -437,6 +455,47 @@ func (a *Agent) tellNewcomers(members []Member, leases Leases, now time.Time) {
 	}
 }
 
+// doubtAfter is how long a failed member may keep beating a live claimant
+// in this node's view before the node doubts its view and resyncs.
+const doubtAfter = 30 * time.Second
+
+// doubtFailedWinners resyncs this node's view with a random member while a
+// member it sees failed keeps beating a live member's claim for longer than
+// doubtAfter. Either the live member is a newcomer that will be told and
+// re-lease (failed.go), or this node missed the failed member's leave: a
+// lost leave intent is otherwise repaired only by Serf's periodic push-pull
+// (minutes apart in a big mesh), and until then this node routes the live
+// member's block to nobody. At most one resync per doubtAfter.
+func (a *Agent) doubtFailedWinners(members []Member, leases Leases, now time.Time) {
+	status := make(map[string]Status, len(members))
+	for _, m := range members {
+		status[m.Name] = m.Status
+	}
+	live := map[string]bool{}
+	for _, c := range leases.Conflicts {
+		if status[c.Winner] != StatusFailed || status[c.Loser] != StatusAlive || c.Loser == a.cfg.NodeName {
+			continue
+		}
+		key := c.Winner + "/" + c.Loser
+		live[key] = true
+		if _, ok := a.doubts[key]; !ok {
+			a.doubts[key] = now
+		}
+	}
+	due := false
+	for key, since := range a.doubts {
+		if !live[key] {
+			delete(a.doubts, key)
+		} else if now.Sub(since) >= doubtAfter {
+			due = true
+		}
+	}
+	if due && now.Sub(a.lastDoubt) >= doubtAfter {
+		a.lastDoubt = now
+		a.mem.Resync("")
+	}
+}
+
 // nextExpiry is when the earliest lease TTL of a failed member in the last
 // pass's view runs out (zero if none): its block frees then, and the next
 // pass should see it without waiting for the resync.
@@ -455,13 +514,24 @@ func (a *Agent) nextExpiry() time.Time {
 	return next
 }
 
-// checkRanges marks members whose block is not a block of the cluster range
-// as invalid: their claim is void anyway, and this way they are counted and
-// shown with the reason instead of silently skipped.
+// resolve decides the owners of host blocks and of sidecar addresses, two
+// pools with the same rules, into one Leases.
+func (a *Agent) resolve(members []Member, now time.Time) Leases {
+	return MergeLeases(ResolveLeases(a.cfg.Pool, members, now), ResolveLeases(a.cfg.sidecarPool(), members, now))
+}
+
+// checkRanges marks members whose block is not one of their pool (a block
+// of the cluster range for a host, an address of the sidecar range for a
+// sidecar) as invalid: their claim is void anyway, and this way they are
+// counted and shown with the reason instead of silently skipped.
 func (a *Agent) checkRanges(ms []Member) []Member {
 	for i, m := range ms {
-		if m.TagsErr == nil && m.Tags.Block.IsValid() && !a.cfg.Pool.inPool(m.Tags.Block) {
-			ms[i].TagsErr = fmt.Errorf("block %s is not a /%d of the cluster range %s", m.Tags.Block, a.cfg.Pool.BlockBits, a.cfg.Pool.Range)
+		pool, what := a.cfg.Pool, "a /%d of the cluster range %s"
+		if m.Tags.Mode == ModeSidecar {
+			pool, what = a.cfg.sidecarPool(), "a /%d of the sidecar range %s"
+		}
+		if m.TagsErr == nil && m.Tags.Block.IsValid() && !pool.inPool(m.Tags.Block) {
+			ms[i].TagsErr = fmt.Errorf("block %s is not "+what, m.Tags.Block, pool.BlockBits, pool.Range)
 		}
 		if err := ms[i].TagsErr; err != nil && m.Status == StatusAlive && a.warned[m.Name] != err.Error() {
 			a.log.Warn("ignoring a member with invalid tags", "member", m.Name, "err", err)
@@ -480,7 +550,7 @@ func (a *Agent) rotateKey() error {
 	}
 	st := a.state
 	st.Key = k
-	if err := SaveState(a.statePath(), st); err != nil {
+	if err := a.saveState(st); err != nil {
 		return err
 	}
 	if a.dev != nil {
@@ -511,7 +581,7 @@ func (a *Agent) shutdown() {
 			// must not announce it again (the key stays).
 			st := a.state
 			st.Block, st.Range, st.LeaseTime = netip.Prefix{}, netip.Prefix{}, 0
-			if err := SaveState(a.statePath(), st); err != nil {
+			if err := a.saveState(st); err != nil {
 				a.log.Warn("could not clear the lease in the state file", "err", err)
 			}
 		}

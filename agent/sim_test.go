@@ -118,11 +118,13 @@ type sim struct {
 	// hundreds of agents in one process on two cores free of false failure
 	// verdicts; "local" detects failures in about a second, for small sims.
 	profile string
+	// sidecar names the agents that start as sidecars.
+	sidecar map[string]bool
 }
 
 func newSim(t testing.TB, pool LeaseConfig) *sim {
 	k, _ := GenerateGossipKey()
-	s := &sim{t: t, sb: &switchboard{}, key: k, pool: pool, dir: t.TempDir(), all: map[string]*simAgent{}, seedFor: map[int]string{}, profile: "lan"}
+	s := &sim{t: t, sb: &switchboard{}, key: k, pool: pool, dir: t.TempDir(), all: map[string]*simAgent{}, seedFor: map[int]string{}, profile: "lan", sidecar: map[string]bool{}}
 	t.Cleanup(func() {
 		for _, a := range s.all {
 			a.cancel()
@@ -155,6 +157,7 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 		GossipKeys:    [][]byte{s.key},
 		GossipProfile: s.profile,
 		Pool:          s.pool,
+		Sidecar:       s.sidecar[name],
 		StateDir:      filepath.Join(s.dir, name),
 		SocketPath:    filepath.Join(s.dir, name, "a.sock"),
 		Endpoint:      netip.MustParseAddr("127.0.0.1"),
@@ -287,11 +290,28 @@ func (s *sim) settled(names []string) error {
 				return fmt.Errorf("%s sees %s with %v, it holds %v", n, o, seen[o], blocks[o])
 			}
 			if w, _ := leases.Owner(blocks[o]); w != o {
-				return fmt.Errorf("%s sees %s's block %s owned by %q", n, o, blocks[o], w)
+				return fmt.Errorf("%s sees %s's block %s owned by %q (%s)", n, o, blocks[o], w, s.describe(n, w))
 			}
 		}
 	}
 	return nil
+}
+
+// describe says how agent n sees member w: its status there, first hand
+// (Serf) or learned from a notice.
+func (s *sim) describe(n, w string) string {
+	a := s.all[n]
+	for _, sm := range a.mem.serf.Members() {
+		if sm.Name == w {
+			return fmt.Sprintf("serf status %s", sm.Status)
+		}
+	}
+	a.mem.mu.Lock()
+	defer a.mem.mu.Unlock()
+	if l, ok := a.mem.learned[w]; ok {
+		return fmt.Sprintf("learned: failed %s ago, last notice %s ago", time.Since(l.since).Round(time.Second), time.Since(l.heard).Round(time.Second))
+	}
+	return "unknown"
 }
 
 func waitUntil(t testing.TB, d time.Duration, what string, cond func() error) time.Duration {
@@ -330,7 +350,7 @@ func simLogger() *slog.Logger {
 type traceHandler struct{ slog.Handler }
 
 func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
-	if strings.Contains(r.Message, "newcomer") || strings.Contains(r.Message, "failed before") || strings.Contains(r.Message, "conflict") {
+	if strings.Contains(r.Message, "newcomer") || strings.Contains(r.Message, "failed before") || strings.Contains(r.Message, "conflict") || strings.Contains(r.Message, "notice") || strings.Contains(r.Message, "telling") {
 		return h.Handler.Handle(ctx, r)
 	}
 	return nil

@@ -68,6 +68,10 @@ type Config struct {
 	// disturb the routes, and TCP streams across the node survive the gap.
 	// Kernel links persist anyway; netstack devices cannot.
 	Persist bool
+	// UAPIOptional lets a userspace device come up without its UAPI socket
+	// when /var/run/wireguard cannot be written (an unprivileged sidecar on
+	// a read-only root): `wg show` cannot reach it then, the rest works.
+	UAPIOptional bool
 	// Logger receives the backend's logs; nil discards them.
 	Logger *slog.Logger
 	// Probes lets tests force what Detect sees; nil fields mean the real probe.

@@ -71,9 +71,12 @@ func startUserspace(cfg Config, mode Mode, tdev tun.Device) (*userspace, error) 
 		return nil, fmt.Errorf("tunnel %s: up: %w", cfg.Name, err)
 	}
 	if err := u.serveUAPI(); err != nil {
-		u.dev.Close()
-		pin.close()
-		return nil, err
+		if !cfg.UAPIOptional {
+			u.dev.Close()
+			pin.close()
+			return nil, err
+		}
+		u.log.Warn("no UAPI socket: `wg show` cannot read this device", "err", err)
 	}
 	return u, nil
 }

@@ -20,6 +20,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		join                                 []string
 		bind, advertise, cidr, mode, keyFile string
 		endpoint, metrics, profile           string
+		sidecarCIDR                          string
 		cpuProfile                           string
 		blockBits                            int
 		keep                                 bool
@@ -57,6 +58,9 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 				return fmt.Errorf("--cluster-cidr %q: want a network prefix such as 100.64.0.0/16", cidr)
 			}
 			cfg.Pool.BlockBits = blockBits
+			if cfg.SidecarRange, err = netip.ParsePrefix(sidecarCIDR); err != nil || cfg.SidecarRange != cfg.SidecarRange.Masked() {
+				return fmt.Errorf("--sidecar-cidr %q: want a network prefix such as 100.127.0.0/16", sidecarCIDR)
+			}
 			if cfg.Mode, err = tunnel.ParseMode(mode); err != nil {
 				return fmt.Errorf("--mode: %w", err)
 			}
@@ -109,6 +113,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&endpoint, "endpoint", "", "underlay IP peers send WireGuard to (default: the advertised gossip address)")
 	f.StringVar(&cidr, "cluster-cidr", "100.64.0.0/16", "cluster pod range, cut into blocks")
 	f.IntVar(&blockBits, "block-size", 24, "prefix length of one node's block")
+	f.StringVar(&sidecarCIDR, "sidecar-cidr", "100.127.0.0/16", "range sidecars lease single addresses from (the same on every member)")
 	f.StringVar(&keyFile, "gossip-key-file", "", "gossip keyring file: base64 keys, one per line, primary first (or $WEFT_GOSSIP_KEY)")
 	f.BoolVar(&cfg.InsecureGossip, "insecure-gossip", false, "allow unencrypted gossip (never do this outside a lab)")
 	f.IntVar(&cfg.ListenPort, "wireguard-port", tunnel.DefaultListenPort, "WireGuard UDP port")
