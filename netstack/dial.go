@@ -86,7 +86,9 @@ func (s *Stack) dialTCP(ctx context.Context, network string, remote netip.AddrPo
 		ep.Close()
 		return nil, opError(syscallError("connect", terr))
 	}
-	return gonet.NewTCPConn(&wq, ep), nil
+	// Resettable (SetLinger(0) + Close sends a RST), so that the proxies
+	// carry a client's reset to the overlay.
+	return &overlayConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}, nil
 }
 
 func (s *Stack) dialUDP(ctx context.Context, network string, remote netip.AddrPort) (net.Conn, error) {

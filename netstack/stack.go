@@ -84,6 +84,9 @@ type Stack struct {
 	mu        sync.RWMutex
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	// forward is the forwarder Expose installed, or nil.
+	forward atomic.Pointer[forwarder]
 }
 
 var _ tun.Device = (*Stack)(nil)
@@ -183,8 +186,9 @@ func (s *Stack) setUp(addrs []netip.Addr) error {
 	return nil
 }
 
-// Close stops the stack: it aborts every connection, waits for gVisor's
-// workers to exit, wakes a blocked Read and closes Events. Close is
+// Close stops the stack: it aborts every connection, forwarded ones
+// included, waits for gVisor's workers and the forwarder's goroutines to
+// exit, wakes a blocked Read and closes Events. Close is
 // idempotent and always returns nil.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
@@ -193,6 +197,11 @@ func (s *Stack) Close() error {
 		s.closed.Store(true)
 		s.mu.Unlock()
 
+		// The forwarder stops before the stack is destroyed, so that
+		// none of its handshakes starts while Destroy runs.
+		fwd := s.forward.Load()
+		fwd.shutdown()
+		fwd.wait()
 		// Destroy aborts all endpoints, stops the TCP processors and
 		// removes the NIC, and waits for all of it.
 		s.stack.Destroy()
