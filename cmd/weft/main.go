@@ -55,6 +55,8 @@ func newRoot() *cobra.Command {
 		newStatusCmd(g),
 		newKeygenCmd(),
 		newCNICmd(),
+		newInjectCmd(g),
+		newSidecarCmd(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print the version",
