@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -23,6 +24,7 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 		stock      string
 		mtu        int
 		nodeToNode bool
+		sidecar    bool
 		asJSON     bool
 	)
 	cmd := &cobra.Command{
@@ -64,13 +66,18 @@ sender. Ratios are to the underlay of the same run.
 				return err
 			}
 			o := bench.Options{Modes: ms, Streams: streams, Duration: duration, Weft: self, Stock: stock,
-				MTU: mtu, NodeToNode: nodeToNode, Logger: log, Progress: cmd.ErrOrStderr()}
+				MTU: mtu, NodeToNode: nodeToNode, Sidecar: sidecar, Logger: log, Progress: cmd.ErrOrStderr()}
 			rep, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
 			if err := printReport(cmd.OutOrStdout(), rep, asJSON); err != nil {
 				return err
+			}
+			if sidecar && !asJSON && slices.Contains(ms, tunnel.ModeTUN) {
+				for _, s := range streams {
+					fmt.Fprintf(cmd.OutOrStdout(), "sidecar vs tun, pod to pod, %d stream(s): %.2f×\n", s, rep.Compare("weft-sidecar", "weft-tun", s))
+				}
 			}
 			if stock != "" && !asJSON {
 				// Like with like: stock wireguard-go runs node to node.
@@ -91,6 +98,7 @@ sender. Ratios are to the underlay of the same run.
 	f.DurationVar(&duration, "duration", 5*time.Second, "length of each throughput run")
 	f.StringVar(&stock, "stock", "", "path of a stock wireguard-go binary to measure in the same run")
 	f.IntVar(&mtu, "mtu", 1500, "underlay MTU (tunnels get MTU-80)")
+	f.BoolVar(&sidecar, "sidecar", true, "also measure an app behind an unprivileged `weft sidecar` reaching a host-mode pod")
 	f.BoolVar(&nodeToNode, "node-to-node", false, "also measure tun node to node (one `weft tunnel up` process per node)")
 	f.BoolVar(&asJSON, "json", false, `print {"results":[...]} as JSON`)
 	cmd.AddCommand(newBenchServerCmd(), newBenchClientCmd())

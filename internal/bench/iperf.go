@@ -49,8 +49,14 @@ type iperfReport struct {
 // Iperf3 runs an iperf3 server in `server` and a client in `client` against
 // target for dur with the given number of parallel streams.
 func Iperf3(ctx context.Context, client, server *netlab.Node, target netip.Addr, streams int, dur time.Duration) (Throughput, error) {
+	return iperf3Bind(ctx, client, server, target, target, streams, dur)
+}
+
+// iperf3Bind is Iperf3 with the server bound to bind, which is not target
+// when the client reaches the server through a forward.
+func iperf3Bind(ctx context.Context, client, server *netlab.Node, target, bind netip.Addr, streams int, dur time.Duration) (Throughput, error) {
 	port := 5201
-	srv := server.Command(ctx, "iperf3", "-s", "-1", "-p", strconv.Itoa(port), "-B", target.String())
+	srv := server.Command(ctx, "iperf3", "-s", "-1", "-p", strconv.Itoa(port), "-B", bind.String())
 	var srvOut bytes.Buffer
 	srv.Stdout, srv.Stderr = &srvOut, &srvOut
 	if err := srv.Start(); err != nil {
@@ -75,7 +81,8 @@ func Iperf3(ctx context.Context, client, server *netlab.Node, target netip.Addr,
 		if rep.Error == "" {
 			break
 		}
-		if !strings.Contains(rep.Error, "unable to connect") || try == 50 {
+		// Through a forward, a server not yet up shows as a reset.
+		if !strings.Contains(rep.Error, "unable to connect") && !strings.Contains(rep.Error, "reset by peer") || try == 50 {
 			return Throughput{}, fmt.Errorf("iperf3 client to %s: %s (server: %s)", target, rep.Error, strings.TrimSpace(srvOut.String()))
 		}
 		time.Sleep(100 * time.Millisecond)

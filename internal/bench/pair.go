@@ -26,6 +26,9 @@ type Side struct {
 	Node *netlab.Node
 	// Addr is where the other side reaches this one.
 	Addr netip.Addr
+	// Bind is where a server on this side listens, when not Addr (the
+	// other side reaches it through a forward).
+	Bind netip.Addr
 	// Stack is set when the side's overlay address lives in a userspace
 	// stack (netstack mode): kernel tools cannot use it, Go code can.
 	Stack *netstack.Stack
@@ -39,6 +42,8 @@ type Path struct {
 	close func() error
 	// cpu reports the CPU the path's tunnel has used so far; nil: unknown.
 	cpu func() time.Duration
+	// noPing: B's address is not pingable from A (a forward on loopback).
+	noPing bool
 }
 
 // Close takes the path's devices down.

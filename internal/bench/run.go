@@ -32,6 +32,9 @@ type Options struct {
 	// plugin, as in a cluster. Without it they are measured node to node
 	// between two devices of this process.
 	Weft string
+	// Sidecar also measures an app behind an unprivileged `weft sidecar`
+	// reaching a host-mode pod (needs Weft): SidecarPair.
+	Sidecar bool
 	// NodeToNode also measures tun node to node with one `weft tunnel up`
 	// process per node (needs Weft), the path of earlier releases' figures.
 	NodeToNode bool
@@ -108,9 +111,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		if cpu == nil {
 			cpu = func() time.Duration { return 0 }
 		}
-		rtt, err := Ping(ctx, p)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.Name, err)
+		var rtt float64
+		if !p.noPing {
+			var err error
+			if rtt, err = Ping(ctx, p); err != nil {
+				return fmt.Errorf("%s: %w", p.Name, err)
+			}
 		}
 		for _, s := range o.Streams {
 			before := cpu()
@@ -120,7 +126,11 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			if useGo {
 				th, err = GoThroughput(ctx, p, s, o.Duration)
 			} else {
-				th, err = Iperf3(ctx, p.A.Node, p.B.Node, p.B.Addr, s, o.Duration)
+				bind := p.B.Addr
+				if p.B.Bind.IsValid() {
+					bind = p.B.Bind
+				}
+				th, err = iperf3Bind(ctx, p.A.Node, p.B.Node, p.B.Addr, bind, s, o.Duration)
 			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", p.Name, err)
@@ -189,6 +199,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			p, _, err = WeftPair(ctx, lab, m, o.MTU-tunnel.Overhead, o.Logger)
 		}
 		if err := run(p, path, err); err != nil {
+			return rep, err
+		}
+	}
+	if o.Sidecar && o.Weft != "" {
+		p, err := SidecarPair(ctx, lab, o.Weft)
+		if err := run(p, PathSidecar, err); err != nil {
 			return rep, err
 		}
 	}

@@ -37,6 +37,11 @@ func BuildWeftTemp(pattern string) (bin string, cleanup func(), err error) {
 		return "", nil, err
 	}
 	cleanup = func() { os.RemoveAll(dir) }
+	// Lab sidecars run the binary as an unprivileged user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		cleanup()
+		return "", nil, err
+	}
 	if bin, err = BuildWeft(dir); err != nil {
 		cleanup()
 		return "", nil, err
