@@ -232,6 +232,9 @@ type Agent struct {
 	// winner/loser, with when each was first seen (doubtFailedWinners).
 	doubts    map[string]time.Time
 	lastDoubt time.Time
+	// avoid holds the blocks this node lost conflicts for, with when
+	// (withAvoided).
+	avoid map[netip.Prefix]time.Time
 
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.
@@ -254,7 +257,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}, doubts: map[string]time.Time{}, readyCh: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}, doubts: map[string]time.Time{}, avoid: map[netip.Prefix]time.Time{}, readyCh: make(chan struct{})}
 	a.metrics = newMetrics(cfg.Registry, a)
 	return a, nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/go-sockaddr"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/weftnet/weft/tunnel"
@@ -269,7 +270,7 @@ func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 			}
 		}
 	}
-	block, lt, changed, err := NextLease(a.cfg.ownPool(), self, members, now)
+	block, lt, changed, err := NextLease(a.cfg.ownPool(), self, a.withAvoided(members, now), now)
 	if err != nil {
 		if a.tags.Block.IsValid() {
 			a.noteLostLease(members, now) // lost ours and no other to take
@@ -313,6 +314,7 @@ func (a *Agent) noteLostLease(members []Member, now time.Time) {
 			if seen {
 				continue // still the same conflict, retried
 			}
+			a.avoid[c.Block] = now
 			a.log.Warn("lease conflict lost; re-leasing", "block", c.Block, "winner", c.Winner)
 			a.metrics.conflicts.Inc()
 			a.mu.Lock()
@@ -323,6 +325,28 @@ func (a *Agent) noteLostLease(members []Member, now time.Time) {
 			a.mu.Unlock()
 		}
 	}
+}
+
+// withAvoided adds to members, for the lease decision only, a stand-in
+// claim for each block this node lost a conflict for within the TTL. A
+// newcomer that lost a failed member's block learned of that member from a
+// notice, and the notice's memory fades (learnedFor) well before the
+// member's TTL ends; without this, the claim's search, which starts at the
+// same block for the same name every time, walked straight back into it.
+func (a *Agent) withAvoided(members []Member, now time.Time) []Member {
+	var extra []Member
+	for b, at := range a.avoid {
+		if now.Sub(at) >= a.cfg.Pool.TTL {
+			delete(a.avoid, b)
+			continue
+		}
+		extra = append(extra, Member{Name: "\x00lost " + b.String(), Status: StatusFailed, Since: at,
+			Tags: Tags{Version: TagVersion, Block: b}})
+	}
+	if len(extra) == 0 {
+		return members
+	}
+	return append(slices.Clip(members), extra...)
 }
 
 func others(ms []Member, self string) []Member {
