@@ -14,7 +14,7 @@ DEB_CMDS := iperf3:iperf3 wg:wireguard-tools tcpdump:tcpdump ip:iproute2 ping:ip
             unshare:util-linux /usr/lib/cni/portmap:containernetworking-plugins \
             iptables:iptables
 
-.PHONY: all build test test-short demo bench bench-agent bench-cni lint deps fuzz clean
+.PHONY: all build test test-short demo bench bench-agent bench-sidecar bench-cni lint deps fuzz clean
 
 all: build
 
@@ -75,6 +75,11 @@ bench: deps build $(STOCK)
 # -bench 'Convergence/members=1000' (long; see the README).
 bench-agent: deps
 	$(GO) test -run=NONE -bench='Convergence/members=200$$|Mesh25' -benchtime=1x -timeout 60m ./agent
+
+# The sidecar (issue 7): an app behind an unprivileged `weft sidecar`
+# reaching a host-mode pod, against tun pod to pod in the same run.
+bench-sidecar: deps build
+	$(WEFT) bench --modes tun --sidecar --streams 1,4 --duration 10s
 
 # The CNI plugin (issue 5): ADD latency one at a time and with 50 in flight
 # on one lab node, through libcni and the built binary, as a runtime calls it.

@@ -42,8 +42,9 @@ type Path struct {
 	close func() error
 	// cpu reports the CPU the path's tunnel has used so far; nil: unknown.
 	cpu func() time.Duration
-	// noPing: B's address is not pingable from A (a forward on loopback).
-	noPing bool
+	// rtt measures the round trip in µs where ping cannot (B behind a
+	// forward on A's loopback); nil: Ping.
+	rtt func(ctx context.Context) (float64, error)
 }
 
 // Close takes the path's devices down.

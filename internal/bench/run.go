@@ -111,12 +111,13 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		if cpu == nil {
 			cpu = func() time.Duration { return 0 }
 		}
-		var rtt float64
-		if !p.noPing {
-			var err error
-			if rtt, err = Ping(ctx, p); err != nil {
-				return fmt.Errorf("%s: %w", p.Name, err)
-			}
+		rttOf := Ping
+		if p.rtt != nil {
+			rttOf = func(ctx context.Context, _ *Path) (float64, error) { return p.rtt(ctx) }
+		}
+		rtt, err := rttOf(ctx, p)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.Name, err)
 		}
 		for _, s := range o.Streams {
 			before := cpu()

@@ -5,9 +5,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -18,8 +20,12 @@ import (
 // PathSidecar is the path from an app behind a sidecar to a host-mode pod.
 const PathSidecar = "sidecar-to-pod"
 
-// iperfPort is iperf3's default port, forwarded by the sidecar.
-const iperfPort = 5201
+// iperfPort is iperf3's default port, forwarded by the sidecar; echoPort
+// is forwarded to an echo server in the pod, for the round-trip time.
+const (
+	iperfPort = 5201
+	echoPort  = 5202
+)
 
 // SidecarPair measures what a restricted-cluster app gets: a `weft agent`
 // in tun mode with one pod (added through the CNI plugin) on the first
@@ -38,7 +44,7 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 		return nil, err
 	}
 	var closers []func() error
-	p := &Path{Name: "weft-sidecar", noPing: true}
+	p := &Path{Name: "weft-sidecar"}
 	p.close = func() error {
 		var errs []error
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -92,8 +98,14 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 		return fail(err)
 	}
 	closers = append(closers, func() error { return os.RemoveAll(carDir) })
-	forward := fmt.Sprintf("WEFT_FORWARD=%d=%s", iperfPort, netip.AddrPortFrom(pod.Addr(), iperfPort))
-	sc, err := lab.StartSidecar(car, netlab.SidecarConfig{Bin: binary, Dir: carDir, GossipKeyFile: keyFile, Join: host,
+	// Nor may the binary sit where only root can reach: run a copy.
+	carBin := filepath.Join(carDir, "weft")
+	if err := copyFile(binary, carBin, 0o755); err != nil {
+		return fail(err)
+	}
+	forward := fmt.Sprintf("WEFT_FORWARD=%d=%s,%d=%s", iperfPort, netip.AddrPortFrom(pod.Addr(), iperfPort),
+		echoPort, netip.AddrPortFrom(pod.Addr(), echoPort))
+	sc, err := lab.StartSidecar(car, netlab.SidecarConfig{Bin: carBin, Dir: carDir, GossipKeyFile: keyFile, Join: host,
 		Env: []string{forward}, Extra: []string{"--gossip-profile", "local", "--log-level", "info"}})
 	if err != nil {
 		return fail(err)
@@ -108,6 +120,21 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 		}
 		return total
 	}
+	echo, err := pod.Listen("tcp", fmt.Sprintf(":%d", echoPort))
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, echo.Close)
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	p.rtt = func(ctx context.Context) (float64, error) { return echoRTT(ctx, car, fmt.Sprintf("127.0.0.1:%d", echoPort)) }
 	p.A = Side{Node: car, Addr: car.Addr()}
 	p.B = Side{Node: &pod.Node, Addr: netip.MustParseAddr("127.0.0.1"), Bind: pod.Addr()} // through the forward
 	// Ready once a connection crosses the forward to a listener in the pod.
@@ -143,4 +170,48 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 		time.Sleep(250 * time.Millisecond)
 	}
 	return p, nil
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// echoRTT is the median of ten one-byte round trips to an echo server at
+// addr, from node, on one connection: through a forward, the TCP round
+// trip across the mesh (ping cannot reach behind it).
+func echoRTT(ctx context.Context, node *netlab.Node, addr string) (float64, error) {
+	c, err := node.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var rtts []float64
+	b := []byte{0}
+	for range 11 {
+		start := time.Now()
+		if _, err := c.Write(b); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			return 0, fmt.Errorf("echo through %s: %w", addr, err)
+		}
+		rtts = append(rtts, float64(time.Since(start).Microseconds()))
+	}
+	rtts = rtts[1:] // the first pays for the forward's dial
+	slices.Sort(rtts)
+	return rtts[len(rtts)/2], nil
 }
