@@ -134,7 +134,9 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 			go func() { defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	p.rtt = func(ctx context.Context) (float64, error) { return echoRTT(ctx, car, fmt.Sprintf("127.0.0.1:%d", echoPort)) }
+	p.rtt = func(ctx context.Context) (float64, error) {
+		return echoRTT(ctx, car, fmt.Sprintf("127.0.0.1:%d", echoPort))
+	}
 	p.A = Side{Node: car, Addr: car.Addr()}
 	p.B = Side{Node: &pod.Node, Addr: netip.MustParseAddr("127.0.0.1"), Bind: pod.Addr()} // through the forward
 	// Ready once a connection crosses the forward to a listener in the pod.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/weftnet/weft/agent"
@@ -71,8 +70,7 @@ type Agent struct {
 	Dir  string
 	Args []string
 	bin  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	process
 }
 
 // StartAgent starts `weft agent` in node.
@@ -137,39 +135,6 @@ func (a *Agent) Start() error {
 	return nil
 }
 
-// Stop signals the agent and waits for it to exit (SIGKILL after 10 s).
-// Stopping a stopped agent does nothing.
-func (a *Agent) Stop(sig syscall.Signal) {
-	if a.cmd == nil {
-		return
-	}
-	select {
-	case <-a.done:
-		return
-	default:
-	}
-	a.cmd.Process.Signal(sig)
-	select {
-	case <-a.done:
-	case <-time.After(10 * time.Second):
-		a.cmd.Process.Kill()
-		<-a.done
-	}
-}
-
-// Running reports whether the process is alive.
-func (a *Agent) Running() bool {
-	if a.done == nil {
-		return false
-	}
-	select {
-	case <-a.done:
-		return false
-	default:
-		return true
-	}
-}
-
 // LogTail is the last few KiB of the agent's log.
 func (a *Agent) LogTail() string {
 	b, _ := os.ReadFile(filepath.Join(a.Dir, "agent.log"))
@@ -202,13 +167,4 @@ func (a *Agent) Metrics() string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-// Pid is the agent's process id (`ip netns exec` execs weft in place), 0
-// when it is not running.
-func (a *Agent) Pid() int {
-	if !a.Running() {
-		return 0
-	}
-	return a.cmd.Process.Pid
 }

@@ -46,8 +46,7 @@ const SidecarMetricsPort = 9464
 type Sidecar struct {
 	Node *Node
 	Dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	process
 }
 
 // StartSidecar starts `weft sidecar` in node as cfg says. The process
@@ -58,7 +57,7 @@ func (l *Lab) StartSidecar(node *Node, cfg SidecarConfig) (*Sidecar, error) {
 	if cfg.UID == 0 {
 		cfg.UID, cfg.GID = 65534, 65534
 	}
-	s := &Sidecar{Node: node, Dir: cfg.Dir, done: make(chan struct{})}
+	s := &Sidecar{Node: node, Dir: cfg.Dir, process: process{done: make(chan struct{})}}
 	state := filepath.Join(cfg.Dir, "state")
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return nil, err
@@ -144,35 +143,6 @@ func startIsolated(node *Node, cmd *exec.Cmd) error {
 		}()
 	}()
 	return <-errc
-}
-
-// Pid is the sidecar's process id.
-func (s *Sidecar) Pid() int { return s.cmd.Process.Pid }
-
-// Running reports whether the process is alive.
-func (s *Sidecar) Running() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Stop signals the sidecar and waits for it to exit (SIGKILL after 10 s).
-func (s *Sidecar) Stop(sig syscall.Signal) {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Signal(sig)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
 }
 
 // ExitCode is the process's exit status once it ended (-1 before).
