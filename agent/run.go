@@ -284,6 +284,7 @@ func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 		a.noteLostLease(members, now)
 	}
 	st := a.state
+	old := st.Block
 	st.Block, st.Range, st.LeaseTime = block, a.cfg.ownPool().Range, lt
 	if err := a.saveState(st); err != nil {
 		return false, err
@@ -298,7 +299,7 @@ func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 		return true, err
 	}
 	if a.dev != nil {
-		return true, a.applyAddress()
+		return true, a.applyAddress(old)
 	}
 	return true, nil
 }
@@ -388,10 +389,16 @@ func (a *Agent) openDevice(ctx context.Context, mode tunnel.Mode) error {
 	if mode != tunnel.ModeNetstack {
 		a.routes = &hostRoutes{link: a.cfg.Interface}
 	}
-	return a.applyAddress()
+	return a.applyAddress(netip.Prefix{})
 }
 
-func (a *Agent) applyAddress() error {
+// applyAddress puts the node address of the current block on the device:
+// on the kernel link in host mode, in the userspace stack in netstack mode
+// (replacing the address of a block given up).
+func (a *Agent) applyAddress(old netip.Prefix) error {
+	if nd, ok := a.dev.(*tunnel.NetstackDevice); ok && old.IsValid() {
+		return nd.Stack().ReplaceAddress(NodeAddress(old), NodeAddress(a.state.Block))
+	}
 	if a.routes == nil {
 		return nil
 	}

@@ -419,3 +419,28 @@ func TestBadAddressesFail(t *testing.T) {
 		t.Errorf("second Listen on port 80: %v, want address in use", err)
 	}
 }
+
+// A node that re-leases moves its stack to the new address: listeners on
+// the new one work, the old one is gone, and a family change is refused.
+func TestReplaceAddress(t *testing.T) {
+	oldA, newA := netip.MustParseAddr("100.127.0.1"), netip.MustParseAddr("100.127.0.2")
+	s := newStack(t, 1420, oldA)
+	if err := s.ReplaceAddress(oldA, newA); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := s.Listen("tcp", netip.AddrPortFrom(newA, 80).String())
+	if err != nil {
+		t.Fatalf("listen on the new address: %v", err)
+	}
+	ln.Close()
+	if ln, err := s.Listen("tcp", netip.AddrPortFrom(oldA, 80).String()); err == nil {
+		ln.Close()
+		t.Error("listening on the replaced address still works")
+	}
+	if err := s.ReplaceAddress(newA, netip.MustParseAddr("fd00::1")); err == nil {
+		t.Error("an IPv4 address was replaced by an IPv6 one")
+	}
+	if err := s.ReplaceAddress(newA, newA); err != nil {
+		t.Errorf("replacing an address with itself: %v", err)
+	}
+}

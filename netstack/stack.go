@@ -186,6 +186,37 @@ func (s *Stack) setUp(addrs []netip.Addr) error {
 	return nil
 }
 
+// ReplaceAddress moves the stack from address old to address new of the
+// same family (a node that re-leased): connections on old end, new ones
+// use new. Replacing an address with itself does nothing.
+func (s *Stack) ReplaceAddress(old, new netip.Addr) error {
+	old, new = old.Unmap(), new.Unmap()
+	if old == new {
+		return nil
+	}
+	if !new.IsValid() || new.IsUnspecified() || new.IsMulticast() || new.Is4() != old.Is4() {
+		return fmt.Errorf("netstack: replace %s with %s: want an address of the same family", old, new)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return fmt.Errorf("netstack: replace %s: stack closed", old)
+	}
+	proto := ipv4.ProtocolNumber
+	if new.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(new.AsSlice()).WithPrefix()}
+	if err := s.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("netstack: add address %s: %v", new, err)
+	}
+	if err := s.stack.RemoveAddress(nicID, tcpip.AddrFromSlice(old.AsSlice())); err != nil {
+		return fmt.Errorf("netstack: remove address %s: %v", old, err)
+	}
+	s.log.Info("netstack address replaced", "old", old, "new", new)
+	return nil
+}
+
 // Close stops the stack: it aborts every connection, forwarded ones
 // included, waits for gVisor's workers and the forwarder's goroutines to
 // exit, wakes a blocked Read and closes Events. Close is
