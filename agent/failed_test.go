@@ -153,3 +153,24 @@ func FuzzParseFailedNotice(f *testing.F) {
 		}
 	})
 }
+
+// The senders of notices spread over the members: for 74 newcomers and
+// 160 candidates, many different members rank first (raw FNV-1a picked
+// one member for all 74).
+func TestRankSpreadsSenders(t *testing.T) {
+	first := map[string]int{}
+	for l := range 74 {
+		loser := fmt.Sprintf("new%03d", l)
+		best, who := ^uint64(0), ""
+		for c := 40; c < 200; c++ {
+			name := fmt.Sprintf("node%03d", c)
+			if r := rank(name, loser); r < best {
+				best, who = r, name
+			}
+		}
+		first[who]++
+	}
+	if len(first) < 30 {
+		t.Errorf("%d distinct first-ranked senders for 74 losers, want >= 30: %v", len(first), first)
+	}
+}

@@ -478,7 +478,14 @@ func (a *Agent) tellNewcomers(members []Member, leases Leases, now time.Time) {
 			}
 		}
 		a.told[c.Loser] = now
-		if err := a.mem.TellFailed(c.Loser, held, now); err != nil {
+		// The member the newcomer lost to goes first: the notices are
+		// several queries, and the first to arrive settles this conflict.
+		first := slices.IndexFunc(held, func(m Member) bool { return m.Name == c.Winner })
+		order := held
+		if first > 0 {
+			order = append([]Member{held[first]}, slices.Delete(slices.Clone(held), first, first+1)...)
+		}
+		if err := a.mem.TellFailed(c.Loser, order, now); err != nil {
 			a.log.Warn("telling a newcomer about failed members", "err", err)
 			continue
 		}

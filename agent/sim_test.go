@@ -301,9 +301,23 @@ func (s *sim) settled(names []string) error {
 // (Serf) or learned from a notice.
 func (s *sim) describe(n, w string) string {
 	a := s.all[n]
+	// How the running agents see w: one stale view, or many?
+	counts := map[string]int{}
+	for _, o := range s.all {
+		if !o.running() {
+			continue
+		}
+		st := "unknown"
+		for _, sm := range o.mem.serf.Members() {
+			if sm.Name == w {
+				st = sm.Status.String()
+			}
+		}
+		counts[st]++
+	}
 	for _, sm := range a.mem.serf.Members() {
 		if sm.Name == w {
-			return fmt.Sprintf("serf status %s", sm.Status)
+			return fmt.Sprintf("serf status %s; running agents see it: %v", sm.Status, counts)
 		}
 	}
 	a.mem.mu.Lock()
@@ -358,4 +372,17 @@ func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
 
 func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return traceHandler{h.Handler.WithAttrs(as)}
+}
+
+// running reports whether the agent has not been stopped.
+func (a *simAgent) running() bool {
+	select {
+	case err := <-a.done:
+		a.done <- err // for whoever waits next
+		return false
+	default:
+		a.Agent.mu.Lock()
+		defer a.Agent.mu.Unlock()
+		return a.Agent.mem != nil
+	}
 }
