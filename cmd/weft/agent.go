@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/kubejoin"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -24,6 +25,8 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		cpuProfile                           string
 		blockBits                            int
 		keep                                 bool
+		joinFromKube                         bool
+		kubeconfig, joinNodeSelector         string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -75,6 +78,16 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("WEFT_GOSSIP_KEY: %w", err)
 				}
 			}
+			if joinFromKube && len(cfg.Join) == 0 {
+				// Once, before the agent starts; gossip does the rest.
+				cfg.Join, err = kubejoin.Discover(cmd.Context(), kubejoin.Config{
+					Kubeconfig: kubeconfig, Self: cfg.NodeName, Port: int(cfg.Bind.Port()),
+					Selector: joinNodeSelector, Logger: log,
+				})
+				if err != nil {
+					return err
+				}
+			}
 			cfg.MetricsAddr = metrics
 			cfg.GossipProfile = profile
 			cfg.LeaveOnExit = !keep
@@ -108,6 +121,9 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "member name (default $NODE_NAME, else the hostname)")
 	f.StringSliceVar(&join, "join", nil, "members to join, host[:port] (repeatable)")
+	f.BoolVar(&joinFromKube, "join-from-kubernetes", false, "without --join: list the Kubernetes Nodes once at start and join a few of them")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --join-from-kubernetes (default: the pod's service account)")
+	f.StringVar(&joinNodeSelector, "join-node-selector", kubejoin.DefaultSelector, "label selector of the Nodes that run agents, for --join-from-kubernetes (- for all)")
 	f.StringVar(&bind, "bind", "0.0.0.0:7946", "gossip bind address")
 	f.StringVar(&advertise, "advertise", "", "gossip address to advertise (default: picked from the bind address)")
 	f.StringVar(&endpoint, "endpoint", "", "underlay IP peers send WireGuard to (default: the advertised gossip address)")
