@@ -7,14 +7,17 @@ WEFT      := $(BIN)/weft
 # Stock wireguard-go at the same version weft links, for the bench baseline.
 WGGO_VER  := $(shell $(GO) list -m -f '{{.Version}}' golang.zx2c4.com/wireguard 2>/dev/null)
 STOCK     := $(BIN)/wireguard
+# kube-apiserver for the Kubernetes tests (internal/k8stest), built from the
+# Go module proxy by tools/apiserver (a module of its own).
+APISERVER := $(BIN)/kube-apiserver
 FUZZTIME  ?= 10s
 
 # command -> Debian package; deps installs the packages of missing commands.
 DEB_CMDS := iperf3:iperf3 wg:wireguard-tools tcpdump:tcpdump ip:iproute2 ping:iputils-ping \
             unshare:util-linux /usr/lib/cni/portmap:containernetworking-plugins \
-            iptables:iptables
+            iptables:iptables etcd:etcd-server
 
-.PHONY: all build test test-short demo bench bench-agent bench-sidecar bench-cni lint deps fuzz clean
+.PHONY: all build apiserver test test-k8s test-short demo bench bench-agent bench-sidecar bench-cni lint deps fuzz clean
 
 all: build
 
@@ -44,9 +47,23 @@ lint:
 # The full suite: real namespaces, veths, TUN devices and traffic (as root).
 # Packages run one at a time (-p 1): the lab and simulation tests each want
 # the whole machine, and a starved gossip failure detector flags live nodes.
-test: deps lint
+test: deps lint apiserver
 	$(GO) test -p 1 -count=1 -timeout 30m ./...
 	$(GO) test -p 1 -count=1 -race -short -timeout 20m ./...
+
+# kube-apiserver v1.37.2 (client-go's release) for internal/k8stest. The
+# first build takes about 10 minutes on 2 cores; the binary is kept per
+# machine (~/.cache/weft, keyed by tools/apiserver's go.mod and go.sum), so
+# later runs, fresh clones included, copy it in seconds.
+apiserver: $(APISERVER)
+
+$(APISERVER): tools/apiserver/go.mod tools/apiserver/go.sum tools/apiserver/build.sh
+	tools/apiserver/build.sh $(APISERVER)
+
+# Only the Kubernetes tests (issue 8): deploy/ against a real kube-apiserver
+# and etcd, RBAC, the injection webhook, join discovery, the agent's load.
+test-k8s: deps apiserver
+	$(GO) test -count=1 -v -timeout 15m ./internal/k8stest ./agent/kubejoin
 
 test-short:
 	$(GO) test -short ./...

@@ -149,6 +149,8 @@ func inClusterClient() (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every call has a deadline, also the caBundle update at start.
+	rc.Timeout = 10 * time.Second
 	return kubernetes.NewForConfig(rc)
 }
 

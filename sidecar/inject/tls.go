@@ -56,8 +56,10 @@ func ServiceDNSName(service, namespace string) string {
 
 // GenerateCerts makes a self-signed ECDSA P-256 CA and a serving
 // certificate it signs for service.namespace.svc (and the shorter names),
-// valid from now for CertValidity.
-func GenerateCerts(service, namespace string, now time.Time) (*Certs, error) {
+// valid from now for CertValidity. The certificate also names extraHosts,
+// IP addresses or DNS names, for a webhook the apiserver reaches by URL
+// (clientConfig.url) rather than through the Service.
+func GenerateCerts(service, namespace string, now time.Time, extraHosts ...string) (*Certs, error) {
 	if service == "" || namespace == "" {
 		return nil, fmt.Errorf("generate webhook certificate: need a service and a namespace, got %q and %q", service, namespace)
 	}
@@ -98,6 +100,13 @@ func GenerateCerts(service, namespace string, now time.Time) (*Certs, error) {
 		NotAfter:     now.Add(CertValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range extraHosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
@@ -244,6 +253,9 @@ type BootstrapConfig struct {
 	// is set; empty leaves it alone.
 	WebhookConfig string
 	Client        kubernetes.Interface // needed when WebhookConfig is set
+	// ExtraHosts are more names (IPs or DNS names) for the serving
+	// certificate: GenerateCerts' extraHosts.
+	ExtraHosts []string
 }
 
 // Bootstrap makes sure Dir holds a self-signed CA and a serving certificate
@@ -255,12 +267,14 @@ type BootstrapConfig struct {
 func Bootstrap(ctx context.Context, cfg BootstrapConfig, now time.Time, log *slog.Logger) (*Certs, error) {
 	dnsName := ServiceDNSName(cfg.Service, cfg.Namespace)
 	certs, err := ReadCerts(cfg.Dir)
-	if err == nil {
-		err = certs.Verify(dnsName, now.Add(CertRenewBefore))
+	for _, name := range append([]string{dnsName}, cfg.ExtraHosts...) {
+		if err == nil {
+			err = certs.Verify(name, now.Add(CertRenewBefore))
+		}
 	}
 	if err != nil {
 		log.Info("generating self-signed webhook certificate", "dns", dnsName, "dir", cfg.Dir, "reason", err)
-		if certs, err = GenerateCerts(cfg.Service, cfg.Namespace, now); err != nil {
+		if certs, err = GenerateCerts(cfg.Service, cfg.Namespace, now, cfg.ExtraHosts...); err != nil {
 			return nil, err
 		}
 		if err := WriteCerts(cfg.Dir, certs); err != nil {

@@ -219,6 +219,39 @@ func TestBootstrap(t *testing.T) {
 	}
 }
 
+// TestBootstrapExtraHosts: a webhook reached by URL (clientConfig.url,
+// as in internal/k8stest) needs its host in the certificate; certificates
+// without it are replaced, ones with it reused.
+func TestBootstrapExtraHosts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	log := slog.New(slog.DiscardHandler)
+	cfg := BootstrapConfig{Dir: dir, Service: "weft-injector", Namespace: "weft-system"}
+	plain, err := Bootstrap(t.Context(), cfg, testNow, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Verify("127.0.0.1", testNow); err == nil {
+		t.Fatal("certificate without extra hosts is valid for 127.0.0.1")
+	}
+	cfg.ExtraHosts = []string{"127.0.0.1", "injector.example"}
+	withIP, err := Bootstrap(t.Context(), cfg, testNow, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"127.0.0.1", "injector.example", "weft-injector.weft-system.svc"} {
+		if err := withIP.Verify(name, testNow); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	again, err := Bootstrap(t.Context(), cfg, testNow.Add(time.Hour), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again.CA, withIP.CA) {
+		t.Error("valid certificates with the extra hosts were not reused")
+	}
+}
+
 // TestServeTLS: the webhook served by ServeTLS on bootstrapped
 // certificates answers an apiserver-like client that trusts only the CA
 // and dials the Service name, picks up renewed certificates without a
