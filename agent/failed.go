@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/serf/serf"
@@ -209,30 +210,47 @@ const noticeSenders = 1
 // told again.
 const noticeEvery = 30 * time.Second
 
+// senderPool is how many of the oldest members share the telling.
+const senderPool = 16
+
 // failedWinners returns, for each conflict in which an alive member lost a
 // block to a failed one, the pair to tell, if self is one of the
-// noticeSenders members picked to tell it: the members alive (in self's
-// view) since before the failure, ranked by a hash of their name and the
-// loser's. Pure: the agent passes its view.
+// noticeSenders members picked to tell it: among the senderPool alive
+// members with the oldest claims, the first by a hash of their name and
+// the loser's. Old members saw every failure that still holds a block,
+// so their notices list every held block; a member that joined after a
+// failure may never have seen the failed member (memberlist hands a
+// newcomer no dead or suspect node), and when "there before the failure"
+// was judged by when this node noticed the failure, newcomers that joined
+// during the detection counted as senders and told nobody. Claim times
+// come from the tags, so every member picks the same senders. Pure: the
+// agent passes its view.
 func failedWinners(self string, members []Member, leases Leases) []Conflict {
 	byName := make(map[string]Member, len(members))
+	var old []Member
 	for _, m := range members {
 		byName[m.Name] = m
+		if m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
+			old = append(old, m)
+		}
 	}
+	slices.SortFunc(old, func(a, b Member) int {
+		return cmp.Or(cmp.Compare(a.Tags.LeaseTime, b.Tags.LeaseTime), strings.Compare(a.Name, b.Name))
+	})
 	var out []Conflict
 	for _, c := range leases.Conflicts {
 		w, l := byName[c.Winner], byName[c.Loser]
 		if w.Status != StatusFailed || l.Status != StatusAlive || l.Name == self {
 			continue
 		}
-		var knew []string
-		for _, m := range members {
-			if m.Status == StatusAlive && m.Name != l.Name && !m.Since.After(w.Since) {
-				knew = append(knew, m.Name)
+		var pool []string
+		for _, m := range old {
+			if m.Name != l.Name && len(pool) < senderPool {
+				pool = append(pool, m.Name)
 			}
 		}
-		slices.SortFunc(knew, func(a, b string) int { return cmp.Compare(rank(a, l.Name), rank(b, l.Name)) })
-		if slices.Contains(knew[:min(len(knew), noticeSenders)], self) {
+		slices.SortFunc(pool, func(a, b string) int { return cmp.Compare(rank(a, l.Name), rank(b, l.Name)) })
+		if slices.Contains(pool[:min(len(pool), noticeSenders)], self) {
 			out = append(out, c)
 		}
 	}

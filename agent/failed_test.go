@@ -55,14 +55,28 @@ func TestFailedWinnersPicksFewSenders(t *testing.T) {
 	if got := failedWinners("old00", small, leases); len(got) != 1 {
 		t.Errorf("the only witness does not tell: %+v", got)
 	}
-	// A member that joined after the failure itself (it sees gone only
-	// from a notice) is not picked over those that saw it.
-	late := leaseMember("late", "100.64.50.0/24", claimEarly)
-	late.Since = leaseT0.Add(-30 * time.Second)
-	view = append(failedView(3), late)
+	// A member that joined after the failure (its claim is younger) is
+	// not picked while senderPool older members are there, even if this
+	// node noticed the failure only after the member joined.
+	late := leaseMember("late", "100.64.50.0/24", leaseT0.Add(-3*time.Minute).UnixMilli())
+	late.Since = leaseT0.Add(-3 * time.Minute)
+	view = append(failedView(senderPool), late)
 	leases = ResolveLeases(hostLeasePool(), view, leaseT0)
 	if got := failedWinners("late", view, leases); len(got) != 0 {
 		t.Errorf("late joiner tells: %+v", got)
+	}
+	// Every member computes the same sender, whatever order it lists the
+	// members in.
+	picked := map[string]bool{}
+	for _, perm := range [][]Member{view, append([]Member{view[len(view)-1]}, view[:len(view)-1]...)} {
+		for _, m := range perm {
+			if len(failedWinners(m.Name, perm, leases)) == 1 {
+				picked[m.Name] = true
+			}
+		}
+	}
+	if len(picked) != noticeSenders {
+		t.Errorf("senders %v, want %d whatever the order", picked, noticeSenders)
 	}
 }
 

@@ -290,7 +290,7 @@ func (s *sim) settled(names []string) error {
 				return fmt.Errorf("%s sees %s with %v, it holds %v", n, o, seen[o], blocks[o])
 			}
 			if w, _ := leases.Owner(blocks[o]); w != o {
-				return fmt.Errorf("%s sees %s's block %s owned by %q (%s)", n, o, blocks[o], w, s.describe(n, w))
+				return fmt.Errorf("%s sees %s's block %s owned by %q (%s); %s sees %s: %s", n, o, blocks[o], w, s.describe(n, w), o, w, s.describe(o, w))
 			}
 		}
 	}
@@ -364,7 +364,7 @@ func simLogger() *slog.Logger {
 type traceHandler struct{ slog.Handler }
 
 func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
-	if strings.Contains(r.Message, "newcomer") || strings.Contains(r.Message, "failed before") || strings.Contains(r.Message, "conflict") || strings.Contains(r.Message, "notice") || strings.Contains(r.Message, "telling") {
+	if strings.Contains(r.Message, "newcomer") || strings.Contains(r.Message, "failed before") || strings.Contains(r.Message, "conflict") || strings.Contains(r.Message, "notice") || strings.Contains(r.Message, "telling") || strings.Contains(r.Message, "old query") || strings.Contains(r.Message, "query") {
 		return h.Handler.Handle(ctx, r)
 	}
 	return nil
