@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -129,7 +130,20 @@ func TestSimulationChurn(t *testing.T) {
 	}
 
 	// After the TTL the failed members' blocks are free again: the late
-	// joiners fill every free block, so they must take all of them.
+	// joiners fill every free block, so they must take all of them. The
+	// TTL runs from when each agent saw the failure: wait until every agent
+	// has (the churn can converge before the last probe timed out), or the
+	// jump would start some TTLs after it.
+	waitUntil(t, wait, "every failure detected", func() error {
+		for _, n := range alive {
+			for _, m := range s.all[n].mem.Members() {
+				if slices.Contains(failed, m.Name) && m.Status == StatusAlive {
+					return fmt.Errorf("%s still sees %s alive", n, m.Name)
+				}
+			}
+		}
+		return nil
+	})
 	clock.advance(pool.TTL + time.Minute)
 	late := names("late", 0, tenth+2)
 	for _, name := range late {
