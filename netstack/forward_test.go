@@ -142,27 +142,7 @@ func TestForwardTCPTransfer(t *testing.T) {
 	if server == nil {
 		t.FailNow()
 	}
-	var wg sync.WaitGroup
-	var sums [2][2][32]byte // [end][sent, received]
-	for i, c := range []net.Conn{client, server} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.SetDeadline(time.Now().Add(30 * time.Second))
-			sent, received, err := exchange(c, size, uint64(i))
-			if err != nil {
-				t.Errorf("%s -> %s: %v", c.LocalAddr(), c.RemoteAddr(), err)
-			}
-			sums[i] = [2][32]byte{sent, received}
-		}()
-	}
-	wg.Wait()
-	if sums[0][0] != sums[1][1] {
-		t.Errorf("overlay -> app: sent sha256 %x, received %x", sums[0][0], sums[1][1])
-	}
-	if sums[1][0] != sums[0][1] {
-		t.Errorf("app -> overlay: sent sha256 %x, received %x", sums[1][0], sums[0][1])
-	}
+	exchangeBoth(t, client, server, size, 30*time.Second)
 	if got := b.ForwardStats(); got.TCPTotal != 1 {
 		t.Errorf("ForwardStats().TCPTotal = %d, want 1", got.TCPTotal)
 	}

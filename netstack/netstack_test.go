@@ -146,29 +146,34 @@ func TestTCPTransferBothWays(t *testing.T) {
 		t.FailNow()
 	}
 
-	// Both ends send and receive at once, so the two directions share
-	// the pumps like a real full-duplex flow.
-	type result struct{ sent, received [sha256.Size]byte }
+	exchangeBoth(t, client, server, size, 60*time.Second)
+}
+
+// exchangeBoth runs exchange on both ends of a connection at once, so the
+// two directions share the pumps like a real full-duplex flow, and fails
+// the test unless each end received exactly what the other sent.
+func exchangeBoth(t *testing.T, client, server net.Conn, size int64, timeout time.Duration) {
+	t.Helper()
 	var wg sync.WaitGroup
-	results := make([]result, 2)
+	var sums [2][2][sha256.Size]byte // [end][sent, received]
 	for i, c := range []net.Conn{client, server} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.SetDeadline(time.Now().Add(60 * time.Second))
+			c.SetDeadline(time.Now().Add(timeout))
 			sent, received, err := exchange(c, size, uint64(i))
 			if err != nil {
 				t.Errorf("%s -> %s: %v", c.LocalAddr(), c.RemoteAddr(), err)
 			}
-			results[i] = result{sent, received}
+			sums[i] = [2][sha256.Size]byte{sent, received}
 		}()
 	}
 	wg.Wait()
-	if results[0].sent != results[1].received {
-		t.Errorf("a -> b: sent sha256 %x, received %x", results[0].sent, results[1].received)
+	if sums[0][0] != sums[1][1] {
+		t.Errorf("client -> server: sent sha256 %x, received %x", sums[0][0], sums[1][1])
 	}
-	if results[1].sent != results[0].received {
-		t.Errorf("b -> a: sent sha256 %x, received %x", results[1].sent, results[0].received)
+	if sums[1][0] != sums[0][1] {
+		t.Errorf("server -> client: sent sha256 %x, received %x", sums[1][0], sums[0][1])
 	}
 }
 

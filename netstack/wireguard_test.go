@@ -7,9 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,25 +67,7 @@ func TestWireGuardOverStacks(t *testing.T) {
 		t.FailNow()
 	}
 
-	var wg sync.WaitGroup
-	var sums [2][2][32]byte // [end][sent, received]
-	for i, c := range []net.Conn{client, server} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.SetDeadline(time.Now().Add(60 * time.Second))
-			sent, received, err := exchange(c, size, uint64(i))
-			if err != nil {
-				t.Errorf("%s -> %s: %v", c.LocalAddr(), c.RemoteAddr(), err)
-			}
-			sums[i] = [2][32]byte{sent, received}
-		}()
-	}
-	wg.Wait()
-	if sums[0][0] != sums[1][1] || sums[1][0] != sums[0][1] {
-		t.Errorf("sha256 mismatch through WireGuard: a sent %x, b received %x; b sent %x, a received %x",
-			sums[0][0], sums[1][1], sums[1][0], sums[0][1])
-	}
+	exchangeBoth(t, client, server, size, 60*time.Second)
 }
 
 func newKey(t *testing.T) *ecdh.PrivateKey {
