@@ -2,7 +2,6 @@ package cni_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -152,12 +151,8 @@ func newCNIConfig(path []string, cacheDir string) *libcni.CNIConfig {
 
 func writeGossipKey(t testing.TB) string {
 	t.Helper()
-	k, err := agent.GenerateGossipKey()
+	path, err := netlab.WriteGossipKey(t.TempDir())
 	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "gossip.key")
-	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path

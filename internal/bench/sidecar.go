@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -57,12 +55,8 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 		return nil, fmt.Errorf("sidecar pair: %w", err)
 	}
 	host, car := lab.Nodes[0], lab.Nodes[1]
-	k, err := agent.GenerateGossipKey()
+	keyFile, err := netlab.WriteGossipKey(dir)
 	if err != nil {
-		return fail(err)
-	}
-	keyFile := filepath.Join(dir, "gossip.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
 		return fail(err)
 	}
 	a, err := lab.StartAgent(host, netlab.AgentConfig{Bin: binary, Dir: filepath.Join(dir, "agent"), GossipKeyFile: keyFile,

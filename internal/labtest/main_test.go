@@ -2,7 +2,6 @@ package labtest
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -98,12 +97,8 @@ func newLab(t *testing.T, n int) *netlab.Lab {
 
 func writeGossipKey(t *testing.T) string {
 	t.Helper()
-	k, err := agent.GenerateGossipKey()
+	path, err := netlab.WriteGossipKey(t.TempDir())
 	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "gossip.key")
-	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path

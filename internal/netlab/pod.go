@@ -306,12 +306,8 @@ func (m *Mesh) start(cfg MeshConfig) error {
 	if err := os.Symlink(cfg.Bin, filepath.Join(pluginDir, "weft")); err != nil {
 		return fmt.Errorf("netlab mesh: plugin: %w", err)
 	}
-	k, err := agent.GenerateGossipKey()
-	if err != nil {
-		return err
-	}
-	m.KeyFile = filepath.Join(cfg.Dir, "gossip.key")
-	if err := os.WriteFile(m.KeyFile, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+	var err error
+	if m.KeyFile, err = WriteGossipKey(cfg.Dir); err != nil {
 		return err
 	}
 	extra := append([]string(nil), cfg.Extra...)
@@ -365,4 +361,18 @@ func (m *Mesh) Close() error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// WriteGossipKey writes a new gossip key to dir/gossip.key (mode 0600, the
+// format --gossip-key-file reads) and returns the file's path.
+func WriteGossipKey(dir string) (string, error) {
+	k, err := agent.GenerateGossipKey()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
 }
