@@ -235,6 +235,11 @@ type Agent struct {
 	// avoid holds the blocks this node lost conflicts for, with when
 	// (withAvoided).
 	avoid map[netip.Prefix]time.Time
+	// peerSince is when each current peer was first wanted, and
+	// initiateAt when the next held-back handshake is due
+	// (holdInitiations).
+	peerSince  map[tunnel.Key]time.Time
+	initiateAt time.Time
 
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.
@@ -257,7 +262,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}, doubts: map[string]time.Time{}, avoid: map[netip.Prefix]time.Time{}, readyCh: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}, doubts: map[string]time.Time{}, avoid: map[netip.Prefix]time.Time{}, peerSince: map[tunnel.Key]time.Time{}, readyCh: make(chan struct{})}
 	a.metrics = newMetrics(cfg.Registry, a)
 	return a, nil
 }

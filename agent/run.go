@@ -151,11 +151,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		if next := a.nextExpiry(); !next.IsZero() {
 			expiry = time.After(next.Sub(a.cfg.Now()) + 10*time.Millisecond)
 		}
+		var initiate <-chan time.Time // a held-back handshake is due
+		if !a.initiateAt.IsZero() {
+			initiate = time.After(a.initiateAt.Sub(a.cfg.Now()))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-mem.Changed():
 		case <-expiry:
+		case <-initiate:
 		case <-tick.C:
 			// Alone with join addresses to try (they were all down when we
 			// started, or we lost everyone): keep trying them.
@@ -432,6 +437,9 @@ func (a *Agent) reconcile() (err error) {
 	want := Desired(a.cfg.NodeName, members, leases, now)
 	for i := range want.Peers {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
+	}
+	if a.dev != nil {
+		a.initiateAt = holdInitiations(a.tags.PublicKey, want.Peers, a.handshaken(), a.peerSince, now)
 	}
 	for _, s := range want.Skipped {
 		a.log.Debug("member skipped", "member", s.Name, "reason", s.Reason)

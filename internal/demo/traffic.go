@@ -49,6 +49,9 @@ func (d *demo) traffic(ctx context.Context) error {
 			if err := echo(ctx, from, net.JoinHostPort(to.Addr().String(), echoPort), msg); err != nil {
 				failed++
 				d.fail("%s (%s) -> %s (%s): %v", from.Name, from.Addr(), to.Name, to.Addr(), err)
+				if failed == 1 {
+					d.diagnose(ctx)
+				}
 			}
 		}
 	}
@@ -75,6 +78,31 @@ func (d *demo) traffic(ctx context.Context) error {
 	d.step("checking the capture of %s's underlay: from before the agents joined until now", d.lab.Nodes[0].Name)
 	d.checkCapture(d.pcap, memberKeys(st))
 	return nil
+}
+
+// diagnose prints what each node's kernel and agent hold right now: the
+// weft routes, the WireGuard peers with their allowed IPs and handshakes,
+// and the end of the agent's log. It runs once, at the first failed check,
+// so that a failure that does not repeat still says where it was.
+func (d *demo) diagnose(ctx context.Context) {
+	for _, a := range d.mesh.Agents {
+		n := a.Node
+		routes, err := n.Run(ctx, "ip", "route", "show", "proto", "0x77")
+		if err != nil {
+			routes = err.Error()
+		}
+		wg, err := n.Run(ctx, "wg", "show", a.Interface())
+		if err != nil {
+			wg = err.Error()
+		}
+		d.info("--- %s: ip route show proto 0x77 ---\n%s", n.Name, indent(routes))
+		d.info("--- %s: wg show %s ---\n%s", n.Name, a.Interface(), indent(wg))
+		d.info("--- %s: agent log (tail) ---\n%s", n.Name, indent(a.LogTail()))
+	}
+}
+
+func indent(s string) string {
+	return "      " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n      ")
 }
 
 func okOr(err error) string {

@@ -1,0 +1,78 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/tunnel"
+)
+
+func keyOf(b byte) tunnel.Key {
+	var k tunnel.Key
+	k[0] = b
+	return k
+}
+
+// The member with the higher key holds its first handshake back for
+// initiationDelay unless a handshake came first; the lower key never
+// waits; a peer that goes and comes back waits again.
+func TestHoldInitiations(t *testing.T) {
+	self := keyOf(5)
+	lower, higher := keyOf(3), keyOf(7)
+	t0 := time.Unix(1000, 0)
+	want := func() []tunnel.Peer {
+		return []tunnel.Peer{
+			{PublicKey: lower, PersistentKeepalive: 25 * time.Second},
+			{PublicKey: higher, PersistentKeepalive: 25 * time.Second},
+		}
+	}
+	since := map[tunnel.Key]time.Time{}
+	keepalives := func(ps []tunnel.Peer) [2]time.Duration {
+		return [2]time.Duration{ps[0].PersistentKeepalive, ps[1].PersistentKeepalive}
+	}
+
+	ps := want()
+	recheck := holdInitiations(self, ps, nil, since, t0)
+	if got := keepalives(ps); got != [2]time.Duration{0, 25 * time.Second} {
+		t.Fatalf("at first sight: keepalives %v, want the lower-key peer held (0) and the higher-key one at once", got)
+	}
+	if !recheck.Equal(t0.Add(initiationDelay)) {
+		t.Fatalf("recheck %v, want %v", recheck, t0.Add(initiationDelay))
+	}
+
+	ps = want()
+	recheck = holdInitiations(self, ps, nil, since, t0.Add(initiationDelay/2))
+	if got := keepalives(ps); got[0] != 0 || !recheck.Equal(t0.Add(initiationDelay)) {
+		t.Fatalf("half way: keepalives %v recheck %v, want still held until %v", got, recheck, t0.Add(initiationDelay))
+	}
+
+	ps = want()
+	recheck = holdInitiations(self, ps, map[tunnel.Key]bool{lower: true}, since, t0.Add(initiationDelay/2))
+	if got := keepalives(ps); got[0] != 25*time.Second || !recheck.IsZero() {
+		t.Fatalf("after the peer's handshake: keepalives %v recheck %v, want no hold", got, recheck)
+	}
+
+	ps = want()
+	recheck = holdInitiations(self, ps, nil, since, t0.Add(initiationDelay))
+	if got := keepalives(ps); got[0] != 25*time.Second || !recheck.IsZero() {
+		t.Fatalf("after the delay: keepalives %v recheck %v, want no hold", got, recheck)
+	}
+
+	// The lower-key peer leaves, then comes back: a new pair, a new hold.
+	holdInitiations(self, want()[1:], nil, since, t0.Add(2*initiationDelay))
+	if _, ok := since[lower]; ok {
+		t.Fatal("a peer no longer wanted is still remembered")
+	}
+	ps = want()
+	t1 := t0.Add(3 * initiationDelay)
+	recheck = holdInitiations(self, ps, nil, since, t1)
+	if got := keepalives(ps); got[0] != 0 || !recheck.Equal(t1.Add(initiationDelay)) {
+		t.Fatalf("back again: keepalives %v recheck %v, want held until %v", got, recheck, t1.Add(initiationDelay))
+	}
+
+	// Keepalive off by configuration: nothing to hold, nothing to recheck.
+	ps = []tunnel.Peer{{PublicKey: keyOf(1)}}
+	if recheck := holdInitiations(self, ps, nil, map[tunnel.Key]time.Time{}, t0); !recheck.IsZero() || ps[0].PersistentKeepalive != 0 {
+		t.Fatalf("keepalive off: recheck %v keepalive %v", recheck, ps[0].PersistentKeepalive)
+	}
+}
