@@ -14,10 +14,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weftnet/weft/internal/kubeapi"
 )
 
 // Defaults for Config's zero values.
@@ -27,11 +25,16 @@ const (
 	DefaultTimeout  = 15 * time.Second
 )
 
+// NodeLister is the one request Discover makes; *kubeapi.Client is one.
+type NodeLister interface {
+	ListNodes(ctx context.Context, selector string) (*corev1.NodeList, error)
+}
+
 // Config says whose Nodes to list and how many join addresses to keep.
 type Config struct {
 	// Client is the Kubernetes API. When nil, one is made from Kubeconfig,
 	// or from the pod's service account (in-cluster) when that is empty.
-	Client     kubernetes.Interface
+	Client     NodeLister
 	Kubeconfig string
 	// Self is this node's name: it is never a join address.
 	Self string
@@ -77,17 +80,18 @@ func Discover(ctx context.Context, cfg Config) ([]string, error) {
 	}
 	client := cfg.Client
 	if client == nil {
-		var err error
-		if client, err = NewClient(cfg.Kubeconfig, cfg.Timeout); err != nil {
+		c, err := NewClient(cfg.Kubeconfig, cfg.Timeout)
+		if err != nil {
 			return nil, fmt.Errorf("join addresses from Kubernetes: %w", err)
 		}
+		// The agent makes no other request: leave no connection behind.
+		defer c.CloseIdleConnections()
+		client = c
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	// ResourceVersion "0": any recent version will do, so the apiserver
-	// answers from its watch cache instead of a quorum read of etcd.
-	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: "0"})
+	nodes, err := client.ListNodes(ctx, sel)
 	if err != nil {
 		return nil, fmt.Errorf("join addresses from Kubernetes: list nodes (selector %q, timeout %s): %w", sel, cfg.Timeout, err)
 	}
@@ -177,25 +181,24 @@ func rank(self, node string) uint64 {
 // NewClient returns a client for the apiserver named in kubeconfig, or,
 // when kubeconfig is empty, for the cluster the process runs in (the pod's
 // service account). Every request it makes times out after timeout.
-func NewClient(kubeconfig string, timeout time.Duration) (kubernetes.Interface, error) {
-	var rc *rest.Config
+func NewClient(kubeconfig string, timeout time.Duration) (*kubeapi.Client, error) {
+	var cfg kubeapi.Config
 	var err error
 	if kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		if cfg, err = kubeapi.LoadKubeconfig(kubeconfig); err != nil {
+			return nil, err
 		}
-	} else if rc, err = rest.InClusterConfig(); err != nil {
+	} else if cfg, err = kubeapi.InCluster(); err != nil {
 		return nil, fmt.Errorf("in-cluster config (run in a pod with a service account, or give a kubeconfig): %w", err)
 	}
-	rc.Timeout = timeout
-	rc.UserAgent = "weft-agent"
-	// Protobuf: a Node list is large, and this halves it.
-	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	client, err := kubernetes.NewForConfig(rc)
+	cfg.Timeout = timeout
+	cfg.UserAgent = "weft-agent"
+	c, err := kubeapi.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		if kubeconfig != "" {
+			return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		}
+		return nil, fmt.Errorf("in-cluster config: %w", err)
 	}
-	return client, nil
+	return c, nil
 }

@@ -2,6 +2,8 @@ package kubejoin
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 func node(name, ip, ready string) corev1.Node {
@@ -81,11 +83,33 @@ func TestCandidatesSpread(t *testing.T) {
 	}
 }
 
+// fakeNodes is a NodeLister over nodes that records the selectors it was
+// asked for.
+type fakeNodes struct {
+	nodes     []corev1.Node
+	selectors []string
+}
+
+func (f *fakeNodes) ListNodes(_ context.Context, selector string) (*corev1.NodeList, error) {
+	f.selectors = append(f.selectors, selector)
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return nil, err
+	}
+	list := &corev1.NodeList{}
+	for _, n := range f.nodes {
+		if sel.Matches(labels.Set(n.Labels)) {
+			list.Items = append(list.Items, n)
+		}
+	}
+	return list, nil
+}
+
 func TestDiscoverListsOnce(t *testing.T) {
 	a, b := node("a", "10.0.0.2", "True"), node("b", "10.0.0.3", "True")
 	win := node("win", "10.0.0.4", "True")
 	win.Labels["kubernetes.io/os"] = "windows"
-	client := fake.NewClientset(&a, &b, &win)
+	client := &fakeNodes{nodes: []corev1.Node{a, b, win}}
 	got, err := Discover(context.Background(), Config{Client: client, Self: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -93,15 +117,44 @@ func TestDiscoverListsOnce(t *testing.T) {
 	if diff := cmp.Diff([]string{"10.0.0.3:7946"}, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	var verbs []string
-	for _, act := range client.Actions() {
-		verbs = append(verbs, act.GetVerb()+" "+act.GetResource().Resource)
-	}
-	if diff := cmp.Diff([]string{"list nodes"}, verbs); diff != "" {
+	if diff := cmp.Diff([]string{DefaultSelector}, client.selectors); diff != "" {
 		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+	if _, err := Discover(context.Background(), Config{Client: client, Self: "a", Selector: "-"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := client.selectors[len(client.selectors)-1]; got != "" {
+		t.Errorf("selector - listed with %q, want all nodes", got)
 	}
 	if _, err := Discover(context.Background(), Config{Client: client}); err == nil || !strings.Contains(err.Error(), "node-name") {
 		t.Errorf("no node name: %v", err)
+	}
+}
+
+// TestDiscoverConfigErrors: without a usable kubeconfig or pod, the error
+// says which.
+func TestDiscoverConfigErrors(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	bad := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(bad, []byte("current-context: nowhere\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, kubeconfig string
+		want             []string
+	}{
+		{"not in a pod", "", []string{"in-cluster config", "KUBERNETES_SERVICE_HOST"}},
+		{"no such file", filepath.Join(t.TempDir(), "missing"), []string{"kubeconfig", "no such file"}},
+		{"no such context", bad, []string{"kubeconfig " + bad, `current-context "nowhere"`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Discover(context.Background(), Config{Kubeconfig: c.kubeconfig, Self: "a"})
+			for _, w := range c.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error %v, want it to say %q", err, w)
+				}
+			}
+		})
 	}
 }
 

@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
+	"github.com/weftnet/weft/internal/kubeapi"
 	"github.com/weftnet/weft/sidecar/inject"
 )
 
@@ -109,7 +107,10 @@ annotation opts pods in. The webhook never rejects a pod.`,
 				if cerr != nil && webhookConfig != "" {
 					return fmt.Errorf("inject serve: --self-signed sets the caBundle of %s through the Kubernetes API: %w", webhookConfig, cerr)
 				}
-				bc := inject.BootstrapConfig{Dir: tlsDir, Service: service, Namespace: namespace, WebhookConfig: webhookConfig, Client: client}
+				bc := inject.BootstrapConfig{Dir: tlsDir, Service: service, Namespace: namespace, WebhookConfig: webhookConfig}
+				if cerr == nil {
+					bc.Client = client
+				}
 				if _, err := inject.Bootstrap(ctx, bc, time.Now(), log); err != nil {
 					return fmt.Errorf("inject serve: %w", err)
 				}
@@ -144,23 +145,28 @@ annotation opts pods in. The webhook never rejects a pod.`,
 	return cmd
 }
 
-func inClusterClient() (kubernetes.Interface, error) {
-	rc, err := rest.InClusterConfig()
+func inClusterClient() (*kubeapi.Client, error) {
+	cfg, err := kubeapi.InCluster()
 	if err != nil {
 		return nil, err
 	}
 	// Every call has a deadline, also the caBundle update at start.
-	rc.Timeout = 10 * time.Second
-	return kubernetes.NewForConfig(rc)
+	cfg.Timeout = 10 * time.Second
+	cfg.UserAgent = "weft-injector"
+	client, err := kubeapi.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster config: %w", err)
+	}
+	return client, nil
 }
 
 // namespaceLabels asks the apiserver for a namespace's labels; one Get per
 // admitted pod that the annotation does not decide.
-func namespaceLabels(client kubernetes.Interface) inject.NamespaceLabelsFunc {
+func namespaceLabels(client *kubeapi.Client) inject.NamespaceLabelsFunc {
 	return func(ctx context.Context, name string) (map[string]string, error) {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		ns, err := client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		ns, err := client.GetNamespace(ctx, name)
 		if err != nil {
 			return nil, err
 		}

@@ -28,6 +28,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/weftnet/weft/internal/kubeapi"
 )
 
 // AdminUser is the user of ControlPlane.Config: in system:masters, so RBAC
@@ -338,6 +340,18 @@ func (cp *ControlPlane) ClientFor(t testing.TB, token string) kubernetes.Interfa
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// APIClientFor is weft's own client (internal/kubeapi, what the weft
+// binary uses) authenticating with token.
+func (cp *ControlPlane) APIClientFor(t testing.TB, token string) *kubeapi.Client {
+	t.Helper()
+	c, err := kubeapi.New(kubeapi.Config{Server: cp.URL, CAFile: cp.CAFile, Token: token, Timeout: 30 * time.Second, UserAgent: "weft-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
 	return c
 }
 

@@ -96,7 +96,7 @@ func TestJoinDiscoveryFromNodes(t *testing.T) {
 		{name: "being-deleted", ip: "192.0.2.33", ready: "True", deleting: true},
 	})
 	token := cp.ServiceAccountToken(t, "weft-system", "weft-agent")
-	agent := cp.ClientFor(t, token)
+	agent := cp.APIClientFor(t, token)
 	ctx := context.Background()
 
 	// Ready nodes first, then NotReady ones; never self, the silent, the
@@ -151,13 +151,14 @@ func TestJoinDiscoveryFromNodes(t *testing.T) {
 	// Errors say what failed: a service account without the right (the
 	// injector's), a token the apiserver does not know, and an apiserver
 	// that does not answer, within the timeout.
-	injector := cp.ClientFor(t, cp.ServiceAccountToken(t, "weft-system", "weft-injector"))
+	injector := cp.APIClientFor(t, cp.ServiceAccountToken(t, "weft-system", "weft-injector"))
 	_, err = kubejoin.Discover(ctx, kubejoin.Config{Client: injector, Self: "self"})
-	if !apierrors.IsForbidden(errors.Unwrap(err)) || !strings.Contains(err.Error(), "list nodes") {
-		t.Errorf("injector's token: got %v, want a forbidden error that says it listed nodes", err)
+	if !apierrors.IsForbidden(errors.Unwrap(err)) || !strings.Contains(err.Error(), "list nodes") ||
+		!strings.Contains(err.Error(), "403 Forbidden") || !strings.Contains(err.Error(), `cannot list resource "nodes"`) {
+		t.Errorf("injector's token: got %v, want a forbidden error that says it listed nodes, with the code and the apiserver's message", err)
 	}
-	_, err = kubejoin.Discover(ctx, kubejoin.Config{Client: cp.ClientFor(t, "not-a-token"), Self: "self"})
-	if !apierrors.IsUnauthorized(errors.Unwrap(err)) {
+	_, err = kubejoin.Discover(ctx, kubejoin.Config{Client: cp.APIClientFor(t, "not-a-token"), Self: "self"})
+	if !apierrors.IsUnauthorized(errors.Unwrap(err)) || !strings.Contains(err.Error(), "401 Unauthorized") {
 		t.Errorf("unknown token: got %v, want unauthorized", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

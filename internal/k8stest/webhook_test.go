@@ -15,8 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/weftnet/weft/internal/kubeapi"
 	"github.com/weftnet/weft/sidecar/inject"
 )
 
@@ -50,7 +50,7 @@ func webhookConfig(t *testing.T, url string) *admissionregistrationv1.MutatingWe
 // through the injector's own service account; namespace labels are read
 // with a GET through it too. It returns a func that stops the webhook and
 // waits for it.
-func runInjector(t *testing.T, client kubernetes.Interface, ln net.Listener) (stop func()) {
+func runInjector(t *testing.T, client *kubeapi.Client, ln net.Listener) (stop func()) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir := filepath.Join(t.TempDir(), "tls")
@@ -69,7 +69,7 @@ func runInjector(t *testing.T, client kubernetes.Interface, ln net.Listener) (st
 	nsLabels := func(ctx context.Context, name string) (map[string]string, error) {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		ns, err := client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		ns, err := client.GetNamespace(ctx, name)
 		if err != nil {
 			return nil, err
 		}
@@ -124,7 +124,7 @@ func testPod(name string, annotations map[string]string) *corev1.Pod {
 func TestWebhookInjectsThroughAPIServer(t *testing.T) {
 	cp := Start(t)
 	install(t, cp, "overlays/sidecar")
-	injector := cp.ClientFor(t, cp.ServiceAccountToken(t, "weft-system", "weft-injector"))
+	injector := cp.APIClientFor(t, cp.ServiceAccountToken(t, "weft-system", "weft-injector"))
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -21,9 +21,9 @@ import (
 	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+
+	"github.com/weftnet/weft/internal/kubeapi"
 )
 
 // The files of a certificate directory, named as in a kubernetes.io/tls
@@ -212,36 +212,64 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	return os.Rename(tmp.Name(), path)
 }
 
+// WebhookConfigClient is the part of the Kubernetes API PatchCABundle
+// uses; *kubeapi.Client is one.
+type WebhookConfigClient interface {
+	GetMutatingWebhookConfiguration(ctx context.Context, name string) (*admissionregistrationv1.MutatingWebhookConfiguration, error)
+	UpdateMutatingWebhookConfiguration(ctx context.Context, mwc *admissionregistrationv1.MutatingWebhookConfiguration) (*admissionregistrationv1.MutatingWebhookConfiguration, error)
+}
+
+// caBundleAttempts bounds PatchCABundle's tries when other writers keep
+// winning the race (client-go's retry.DefaultRetry: 5, 10 ms apart).
+const (
+	caBundleAttempts = 5
+	caBundleBackoff  = 10 * time.Millisecond
+)
+
 // PatchCABundle sets caBundle of every webhook of the
 // MutatingWebhookConfiguration name to ca, retrying on conflicts; it writes
-// nothing when they all hold ca already.
-func PatchCABundle(ctx context.Context, client kubernetes.Interface, name string, ca []byte) error {
-	api := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		mwc, err := api.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
+// nothing when they all hold ca already. It reads and updates the whole
+// object (RBAC verbs get and update, what deploy/ grants the injector) with
+// its resourceVersion, so a concurrent change by someone else is a conflict
+// to retry, never lost.
+func PatchCABundle(ctx context.Context, client WebhookConfigClient, name string, ca []byte) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = setCABundle(ctx, client, name, ca); !errors.Is(err, kubeapi.ErrConflict) || attempt == caBundleAttempts {
+			break
 		}
-		if len(mwc.Webhooks) == 0 {
-			return errors.New("it has no webhooks")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("set caBundle of MutatingWebhookConfiguration %s: %w (after: %w)", name, ctx.Err(), err)
+		case <-time.After(caBundleBackoff):
 		}
-		changed := false
-		for i := range mwc.Webhooks {
-			if !bytes.Equal(mwc.Webhooks[i].ClientConfig.CABundle, ca) {
-				mwc.Webhooks[i].ClientConfig.CABundle = ca
-				changed = true
-			}
-		}
-		if !changed {
-			return nil
-		}
-		_, err = api.Update(ctx, mwc, metav1.UpdateOptions{FieldManager: "weft-injector"})
-		return err
-	})
+	}
 	if err != nil {
 		return fmt.Errorf("set caBundle of MutatingWebhookConfiguration %s: %w", name, err)
 	}
 	return nil
+}
+
+func setCABundle(ctx context.Context, client WebhookConfigClient, name string, ca []byte) error {
+	mwc, err := client.GetMutatingWebhookConfiguration(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(mwc.Webhooks) == 0 {
+		return errors.New("it has no webhooks")
+	}
+	changed := false
+	for i := range mwc.Webhooks {
+		if !bytes.Equal(mwc.Webhooks[i].ClientConfig.CABundle, ca) {
+			mwc.Webhooks[i].ClientConfig.CABundle = ca
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	_, err = client.UpdateMutatingWebhookConfiguration(ctx, mwc)
+	return err
 }
 
 // BootstrapConfig says where Bootstrap keeps the self-signed certificates
@@ -252,7 +280,7 @@ type BootstrapConfig struct {
 	// WebhookConfig names the MutatingWebhookConfiguration whose caBundle
 	// is set; empty leaves it alone.
 	WebhookConfig string
-	Client        kubernetes.Interface // needed when WebhookConfig is set
+	Client        WebhookConfigClient // needed when WebhookConfig is set
 	// ExtraHosts are more names (IPs or DNS names) for the serving
 	// certificate: GenerateCerts' extraHosts.
 	ExtraHosts []string

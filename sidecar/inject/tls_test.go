@@ -9,20 +9,24 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/weftnet/weft/internal/kubeapi"
 )
 
 var testNow = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
@@ -106,14 +110,74 @@ func fakeWebhookConfig(name string, n int) *admissionregistrationv1.MutatingWebh
 	return mwc
 }
 
-func countActions(cs *fake.Clientset, verb string) int {
-	n := 0
-	for _, a := range cs.Actions() {
-		if a.GetVerb() == verb && a.GetResource().Resource == "mutatingwebhookconfigurations" {
-			n++
-		}
+// fakeWebhookConfigs is a WebhookConfigClient over stored configurations
+// that keeps the apiserver's rules for updates: the resourceVersion must
+// be the stored one, and each write makes a new one.
+type fakeWebhookConfigs struct {
+	mu      sync.Mutex
+	objs    map[string]*admissionregistrationv1.MutatingWebhookConfiguration
+	updates int // update calls, conflicting ones included
+	// conflicts is how many of the next updates fail as if another writer
+	// had come first.
+	conflicts int
+}
+
+func newFakeWebhookConfigs(mwcs ...*admissionregistrationv1.MutatingWebhookConfiguration) *fakeWebhookConfigs {
+	f := &fakeWebhookConfigs{objs: map[string]*admissionregistrationv1.MutatingWebhookConfiguration{}}
+	for _, m := range mwcs {
+		m.ResourceVersion = "1"
+		f.objs[m.Name] = m
 	}
-	return n
+	return f
+}
+
+func (f *fakeWebhookConfigs) GetMutatingWebhookConfiguration(_ context.Context, name string) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, ok := f.objs[name]
+	if !ok {
+		return nil, &kubeapi.StatusError{Method: "GET", URL: "fake/" + name, Code: http.StatusNotFound,
+			APIStatus: metav1.Status{Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound, Message: name + " not found"}}
+	}
+	return m.DeepCopy(), nil
+}
+
+func (f *fakeWebhookConfigs) UpdateMutatingWebhookConfiguration(_ context.Context, mwc *admissionregistrationv1.MutatingWebhookConfiguration) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.updates++
+	old, ok := f.objs[mwc.Name]
+	if !ok {
+		return nil, &kubeapi.StatusError{Method: "PUT", URL: "fake/" + mwc.Name, Code: http.StatusNotFound}
+	}
+	if f.conflicts > 0 || mwc.ResourceVersion != old.ResourceVersion {
+		if f.conflicts > 0 {
+			f.conflicts--
+			// Someone else's write in between.
+			old.ResourceVersion = bump(old.ResourceVersion)
+		}
+		return nil, &kubeapi.StatusError{Method: "PUT", URL: "fake/" + mwc.Name, Code: http.StatusConflict,
+			APIStatus: metav1.Status{Code: http.StatusConflict, Reason: metav1.StatusReasonConflict, Message: "the object has been modified"}}
+	}
+	stored := mwc.DeepCopy()
+	stored.ResourceVersion = bump(old.ResourceVersion)
+	f.objs[mwc.Name] = stored
+	return stored.DeepCopy(), nil
+}
+
+func (f *fakeWebhookConfigs) caBundles(name string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, wh := range f.objs[name].Webhooks {
+		out = append(out, string(wh.ClientConfig.CABundle))
+	}
+	return out
+}
+
+func bump(rv string) string {
+	n, _ := strconv.Atoi(rv)
+	return strconv.Itoa(n + 1)
 }
 
 // TestPatchCABundle: every webhook of the configuration gets the CA; a
@@ -121,36 +185,71 @@ func countActions(cs *fake.Clientset, verb string) int {
 // it.
 func TestPatchCABundle(t *testing.T) {
 	ctx := t.Context()
-	cs := fake.NewClientset(fakeWebhookConfig("weft-injector", 2), fakeWebhookConfig("someone-else", 1))
+	cs := newFakeWebhookConfigs(fakeWebhookConfig("weft-injector", 2), fakeWebhookConfig("someone-else", 1))
 	ca := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 	if err := PatchCABundle(ctx, cs, "weft-injector", ca); err != nil {
 		t.Fatal(err)
 	}
-	got, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "weft-injector", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, wh := range got.Webhooks {
-		if !bytes.Equal(wh.ClientConfig.CABundle, ca) {
-			t.Errorf("webhook %s: caBundle %q", wh.Name, wh.ClientConfig.CABundle)
+	for i, got := range cs.caBundles("weft-injector") {
+		if got != string(ca) {
+			t.Errorf("webhook %d: caBundle %q", i, got)
 		}
 	}
-	other, _ := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "someone-else", metav1.GetOptions{})
-	if string(other.Webhooks[0].ClientConfig.CABundle) != "stale" {
+	if got := cs.caBundles("someone-else"); got[0] != "stale" {
 		t.Error("another configuration was changed")
 	}
-	if n := countActions(cs, "update"); n != 1 {
-		t.Errorf("%d updates, want 1", n)
+	if cs.updates != 1 {
+		t.Errorf("%d updates, want 1", cs.updates)
 	}
 	if err := PatchCABundle(ctx, cs, "weft-injector", ca); err != nil {
 		t.Fatal(err)
 	}
-	if n := countActions(cs, "update"); n != 1 {
-		t.Errorf("unchanged caBundle written again: %d updates", n)
+	if cs.updates != 1 {
+		t.Errorf("unchanged caBundle written again: %d updates", cs.updates)
 	}
-	err = PatchCABundle(ctx, cs, "missing", ca)
-	if err == nil || !strings.Contains(err.Error(), "MutatingWebhookConfiguration missing") {
+	err := PatchCABundle(ctx, cs, "missing", ca)
+	if err == nil || !strings.Contains(err.Error(), "MutatingWebhookConfiguration missing") || !strings.Contains(err.Error(), "404") {
 		t.Errorf("missing configuration: error %v", err)
+	}
+}
+
+// TestPatchCABundleConflict: an update that loses the race against another
+// writer is retried on the configuration as it is now, a few times, then
+// given up with an error that says so.
+func TestPatchCABundleConflict(t *testing.T) {
+	ca := []byte("new CA")
+	for _, c := range []struct {
+		name      string
+		conflicts int
+		wantErr   bool
+	}{
+		{"one conflict", 1, false},
+		{"four conflicts", caBundleAttempts - 1, false},
+		{"always conflicting", caBundleAttempts, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cs := newFakeWebhookConfigs(fakeWebhookConfig("weft-injector", 1))
+			cs.conflicts = c.conflicts
+			err := PatchCABundle(t.Context(), cs, "weft-injector", ca)
+			if c.wantErr {
+				if !errors.Is(err, kubeapi.ErrConflict) || !strings.Contains(err.Error(), "409") {
+					t.Errorf("got %v, want the conflict", err)
+				}
+				if cs.updates != caBundleAttempts {
+					t.Errorf("%d updates, want %d", cs.updates, caBundleAttempts)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cs.caBundles("weft-injector"); got[0] != string(ca) {
+				t.Errorf("caBundle %q after the retries", got[0])
+			}
+			if cs.updates != c.conflicts+1 {
+				t.Errorf("%d updates, want %d", cs.updates, c.conflicts+1)
+			}
+		})
 	}
 }
 
@@ -160,7 +259,7 @@ func TestPatchCABundle(t *testing.T) {
 func TestBootstrap(t *testing.T) {
 	ctx := t.Context()
 	dir := filepath.Join(t.TempDir(), "tls")
-	cs := fake.NewClientset(fakeWebhookConfig("weft-injector", 1))
+	cs := newFakeWebhookConfigs(fakeWebhookConfig("weft-injector", 1))
 	cfg := BootstrapConfig{Dir: dir, Service: "weft-injector", Namespace: "weft-system", WebhookConfig: "weft-injector", Client: cs}
 	log := slog.New(slog.DiscardHandler)
 
@@ -178,13 +277,7 @@ func TestBootstrap(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %v, %v; want 0600", fi.Mode(), err)
 	}
-	caBundle := func() []byte {
-		mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "weft-injector", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return mwc.Webhooks[0].ClientConfig.CABundle
-	}
+	caBundle := func() []byte { return []byte(cs.caBundles("weft-injector")[0]) }
 	if !bytes.Equal(caBundle(), first.CA) {
 		t.Error("caBundle is not the generated CA")
 	}
@@ -259,7 +352,7 @@ func TestBootstrapExtraHosts(t *testing.T) {
 func TestServeTLS(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	dir := t.TempDir()
-	cs := fake.NewClientset(fakeWebhookConfig("weft-injector", 1))
+	cs := newFakeWebhookConfigs(fakeWebhookConfig("weft-injector", 1))
 	bc := BootstrapConfig{Dir: dir, Service: "weft-injector", Namespace: "weft-system", WebhookConfig: "weft-injector", Client: cs}
 	log := slog.New(slog.DiscardHandler)
 	certs, err := Bootstrap(t.Context(), bc, time.Now(), log)
