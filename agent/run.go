@@ -123,6 +123,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ready = true
 	a.mu.Unlock()
 	close(a.readyCh)
+	a.dropHandover()
 
 	var rotate <-chan time.Time
 	if a.cfg.KeyRotation > 0 {
@@ -618,6 +619,11 @@ func (a *Agent) rotateKey() error {
 // off (a restart, a rolling update), keeps both: the interface persists for
 // the next agent to adopt, and the others see a failure that holds the block.
 func (a *Agent) shutdown() {
+	if a.cfg.LeaveOnExit {
+		a.dropHandover()
+	} else {
+		a.leaveHandover()
+	}
 	if a.cfg.LeaveOnExit {
 		if err := a.mem.Leave(); err != nil {
 			a.log.Warn("leave failed", "err", err)

@@ -465,7 +465,14 @@ func cmdStatus(args *skel.CmdArgs) error {
 	}
 	_, block, err := readyLease(conf, types.ErrPluginNotAvailable)
 	if err != nil {
-		return err
+		// A restarting agent (a rolling update) left a note: the node
+		// keeps its block and pod network, so the node stays Ready while
+		// the next agent starts (agent/handover.go). ADD still waits.
+		h, ok := agent.ReadHandover(conf.AgentSocket, time.Now())
+		if !ok {
+			return err
+		}
+		block = netip.MustParsePrefix(h.Block) // ReadHandover checked it
 	}
 	if _, err := os.Stat(conf.DataDir); errors.Is(err, os.ErrNotExist) {
 		return nil // no pod yet

@@ -11,9 +11,11 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/cni"
 )
 
@@ -202,6 +204,74 @@ func TestStatusFollowsAgent(t *testing.T) {
 	nd.waitReady()
 	if err := status(); err != nil {
 		t.Errorf("STATUS with the agent back: %v", err)
+	}
+}
+
+// An agent that stops to be restarted (--keep-on-exit: the DaemonSet's
+// rolling update) leaves a handover note: STATUS stays ready without it for
+// the note's grace, so the kubelet keeps the node Ready, while ADD still
+// asks to try again later. An expired note counts for nothing, and the new
+// agent removes the note once it is ready. Without --keep-on-exit there is
+// no note (TestStatusFollowsAgent).
+func TestStatusThroughAgentRestart(t *testing.T) {
+	nd := newLab(t, 1, 1)[0]
+	list := nd.conflist("1.1.0")
+	status := func() error {
+		return nd.do(func(ctx context.Context) error { return nd.cni.GetStatusNetworkList(ctx, list) })
+	}
+	note := agent.HandoverPath(nd.agent.Socket())
+	nd.agent.Stop(syscall.SIGTERM)
+	if _, err := os.Stat(note); err == nil {
+		t.Fatal("an agent that leaves the mesh left a handover note")
+	}
+	nd.agent.Args = append(nd.agent.Args, "--keep-on-exit")
+	if err := nd.agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lease := nd.waitReady()
+	nd.agent.Stop(syscall.SIGTERM)
+	h, ok := agent.ReadHandover(nd.agent.Socket(), time.Now())
+	if !ok || h.Block != lease.Block {
+		t.Fatalf("handover note %+v (valid %v), want one for block %s", h, ok, lease.Block)
+	}
+	if err := status(); err != nil {
+		t.Errorf("STATUS while the agent restarts: %v, want ready", err)
+	}
+	p := nd.newPodNS("p1")
+	if code := cniError(nd.add(p, list)); code != types.ErrTryAgainLater {
+		t.Errorf("ADD while the agent restarts: code %d, want %d", code, types.ErrTryAgainLater)
+	}
+	// A pod on a block the node does not keep still makes STATUS not ready.
+	stale := filepath.Join(nd.dataDir, "100.127.255.5")
+	os.MkdirAll(nd.dataDir, 0o755)
+	if err := os.WriteFile(stale, []byte("ctr-old\r\neth0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := cniError(status()); code != types.ErrPluginNotAvailable {
+		t.Errorf("STATUS with a pod outside the kept block: code %d, want %d", code, types.ErrPluginNotAvailable)
+	}
+	os.Remove(stale)
+	// Past its grace the note counts for nothing.
+	h.Until = time.Now().Add(-time.Second)
+	if err := agent.WriteHandover(nd.agent.Socket(), h); err != nil {
+		t.Fatal(err)
+	}
+	if code := cniError(status()); code != types.ErrPluginNotAvailable {
+		t.Errorf("STATUS with an expired note and no agent: code %d, want %d", code, types.ErrPluginNotAvailable)
+	}
+	h.Until = time.Now().Add(agent.HandoverGrace)
+	if err := agent.WriteHandover(nd.agent.Socket(), h); err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nd.waitReady()
+	if _, err := os.Stat(note); err == nil {
+		t.Error("the ready agent did not remove the handover note")
+	}
+	if err := status(); err != nil {
+		t.Errorf("STATUS with the new agent ready: %v", err)
 	}
 }
 
