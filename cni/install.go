@@ -20,6 +20,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/atomicfile"
 )
 
@@ -254,7 +255,19 @@ type UninstallConfig struct {
 	// Executable is the running binary: BinDir/weft is also removed when
 	// it is byte-identical to it and no conflist records its hash.
 	Executable string
+	// StateDir, when set, is the agent's state directory: its state.json
+	// (WireGuard key, lease), gossip snapshot and leftover temp files go.
+	StateDir string
+	// Socket, when set, is the agent's local API socket: it goes.
+	Socket string
+	// UAPIDir, when set, is where a userspace device's UAPI socket
+	// (<Interface>.sock) lives: it goes.
+	UAPIDir string
 }
+
+// agentStateFiles are the files the agent writes in its state directory
+// (agent/agent.go statePath, agent/run.go snapshotPath).
+var agentStateFiles = []string{"state.json", "serf.snapshot"}
 
 // Uninstall removes exactly what weft created and returns one line per
 // thing removed (or kept, and why). Running it twice is fine.
@@ -333,6 +346,11 @@ func Uninstall(cfg UninstallConfig) ([]string, error) {
 	} else if line != "" {
 		done = append(done, line)
 	}
+	lines, err := removeAgentFiles(cfg)
+	done = append(done, lines...)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(done) == 0 {
 		done = append(done, "nothing of weft's left to remove")
 	}
@@ -400,4 +418,39 @@ func removeStore(dir string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("removed address store %s (%d allocations)", dir, addrs), nil
+}
+
+// removeAgentFiles removes the agent's state files, its socket and the
+// device's UAPI socket, by name: the directories are hostPath mounts (or
+// shared with others) and stay.
+func removeAgentFiles(cfg UninstallConfig) ([]string, error) {
+	var paths []string
+	if cfg.StateDir != "" {
+		for _, n := range agentStateFiles {
+			paths = append(paths, filepath.Join(cfg.StateDir, n))
+		}
+		// atomicfile's temp files of those, left by a crash mid-write.
+		for _, n := range agentStateFiles {
+			tmps, _ := filepath.Glob(filepath.Join(cfg.StateDir, "."+n+".tmp-*"))
+			paths = append(paths, tmps...)
+		}
+	}
+	if cfg.Socket != "" {
+		paths = append(paths, cfg.Socket, agent.HandoverPath(cfg.Socket))
+	}
+	if cfg.UAPIDir != "" && cfg.Interface != "" {
+		paths = append(paths, filepath.Join(cfg.UAPIDir, cfg.Interface+".sock"))
+	}
+	var done []string
+	var errs []error
+	for _, p := range paths {
+		err := os.Remove(p)
+		switch {
+		case err == nil:
+			done = append(done, "removed "+p)
+		case !errors.Is(err, os.ErrNotExist):
+			errs = append(errs, err)
+		}
+	}
+	return done, errors.Join(errs...)
 }

@@ -88,10 +88,24 @@ func TestInstallUninstall(t *testing.T) {
 		t.Fatalf("test setup: %s gone with the killed agent", iface)
 	}
 
+	// The agent's own files, as the uninstall DaemonSet removes them.
+	stateDir, uapiDir := filepath.Join(nd.agent.Dir, "state"), "/var/run/wireguard"
+	agentFiles := []string{filepath.Join(stateDir, "state.json"), nd.agent.Socket(), filepath.Join(uapiDir, iface+".sock")}
+	for _, f := range agentFiles {
+		if _, err := os.Lstat(f); err != nil {
+			t.Fatalf("test setup: the killed agent left no %s: %v", f, err)
+		}
+	}
+	unrelated := filepath.Join(stateDir, "not-weft")
+	if err := os.WriteFile(unrelated, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	uninstall := func() string {
 		t.Helper()
 		out, stderr, err := runWeft(t, nd.ns.Command, "cni", "uninstall", "--conf-dir", confDir, "--bin-dir", binDir,
-			"--data-dir", nd.dataDir, "--interface", iface)
+			"--data-dir", nd.dataDir, "--interface", iface,
+			"--state-dir", stateDir, "--socket", nd.agent.Socket(), "--uapi-dir", uapiDir)
 		if err != nil {
 			t.Fatalf("uninstall: %v\n%s%s", err, out, stderr)
 		}
@@ -106,12 +120,18 @@ func TestInstallUninstall(t *testing.T) {
 		"removed route ",
 		"removed link " + iface,
 		"removed address store " + nd.dataDir,
+		"removed " + agentFiles[0],
+		"removed " + agentFiles[1],
+		"removed " + agentFiles[2],
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("uninstall did not report %q", want)
 		}
 	}
-	for _, gone := range []string{confPath, filepath.Join(binDir, cni.BinaryName), nd.dataDir} {
+	if _, err := os.Stat(unrelated); err != nil {
+		t.Errorf("uninstall removed a file weft did not write: %v", err)
+	}
+	for _, gone := range append([]string{confPath, filepath.Join(binDir, cni.BinaryName), nd.dataDir}, agentFiles...) {
 		if _, err := os.Lstat(gone); err == nil {
 			t.Errorf("%s still there after uninstall", gone)
 		}

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	cniversion "github.com/containernetworking/cni/pkg/version"
@@ -69,9 +71,10 @@ func newCNIInstallCmd() *cobra.Command {
 
 func newCNIUninstallCmd() *cobra.Command {
 	var cfg cni.UninstallConfig
+	var wait bool
 	cmd := &cobra.Command{
 		Use:   "uninstall",
-		Short: "remove what weft installed and created on this node: conflist, binary, pod veths and routes, the WireGuard link, the address store",
+		Short: "remove what weft installed and created on this node: conflist, binary, pod veths and routes, the WireGuard link, the address store, and with --state-dir etc. the agent's files",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if exe, err := os.Executable(); err == nil {
@@ -81,7 +84,17 @@ func newCNIUninstallCmd() *cobra.Command {
 			for _, l := range lines {
 				fmt.Fprintln(cmd.OutOrStdout(), l)
 			}
-			return err
+			if err != nil || !wait {
+				return err
+			}
+			// The uninstall DaemonSet's main container: the image has no
+			// shell to sleep with, and a running container is what tells
+			// `rollout status` this node is done.
+			fmt.Fprintln(cmd.OutOrStdout(), "weft removed from this node; waiting for SIGTERM")
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			<-ctx.Done()
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -89,5 +102,9 @@ func newCNIUninstallCmd() *cobra.Command {
 	f.StringVar(&cfg.BinDir, "bin-dir", "/opt/cni/bin", "CNI plugin directory")
 	f.StringVar(&cfg.DataDir, "data-dir", cni.DefaultDataDir, "pod address store (the conflist's, if it is still there)")
 	f.StringVar(&cfg.Interface, "interface", "weft0", "the agent's WireGuard interface")
+	f.StringVar(&cfg.StateDir, "state-dir", "", "the agent's state dir: remove its state.json and gossip snapshot (e.g. /var/lib/weft)")
+	f.StringVar(&cfg.Socket, "socket", "", "the agent's local API socket to remove (e.g. "+cni.DefaultAgentSocket+")")
+	f.StringVar(&cfg.UAPIDir, "uapi-dir", "", "remove <interface>.sock here, a userspace device's UAPI socket (e.g. /var/run/wireguard)")
+	f.BoolVar(&wait, "wait", false, "after a successful uninstall, keep running until SIGTERM (a DaemonSet's main container)")
 	return cmd
 }
