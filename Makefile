@@ -7,17 +7,20 @@ WEFT      := $(BIN)/weft
 # Stock wireguard-go at the same version weft links, for the bench baseline.
 WGGO_VER  := $(shell $(GO) list -m -f '{{.Version}}' golang.zx2c4.com/wireguard 2>/dev/null)
 STOCK     := $(BIN)/wireguard
-# kube-apiserver for the Kubernetes tests (internal/k8stest), built from the
-# Go module proxy by tools/apiserver (a module of its own).
+# Kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet, kubectl) and containerd for the cluster tests (internal/k8stest,
+# internal/e2e), built from the Go module proxy by tools/k8s (a module of
+# its own).
+K8S_BIN   := $(BIN)/k8s
 APISERVER := $(BIN)/kube-apiserver
 FUZZTIME  ?= 10s
 
 # command -> Debian package; deps installs the packages of missing commands.
 DEB_CMDS := iperf3:iperf3 wg:wireguard-tools tcpdump:tcpdump ip:iproute2 ping:iputils-ping \
             unshare:util-linux /usr/lib/cni/portmap:containernetworking-plugins \
-            iptables:iptables etcd:etcd-server
+            iptables:iptables etcd:etcd-server runc:runc nsenter:util-linux
 
-.PHONY: all build apiserver test test-k8s test-short demo bench bench-agent bench-sidecar bench-cni lint deps fuzz clean
+.PHONY: all build apiserver k8s e2e e2e-up test test-k8s test-short demo bench bench-agent bench-sidecar bench-cni lint deps fuzz clean
 
 all: build
 
@@ -44,21 +47,42 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# The full suite: real namespaces, veths, TUN devices and traffic (as root).
-# Packages run one at a time (-p 1): the lab and simulation tests each want
-# the whole machine, and a starved gossip failure detector flags live nodes.
-test: deps lint apiserver
-	$(GO) test -p 1 -count=1 -timeout 30m ./...
+# The full suite: real namespaces, veths, TUN devices and traffic (as root),
+# the real kube-apiserver tests and the real-node cluster (internal/e2e).
+# Packages run one at a time (-p 1): the lab, simulation and cluster tests
+# each want the whole machine, and a starved gossip failure detector flags
+# live nodes.
+test: deps lint k8s apiserver
+	$(GO) test -p 1 -count=1 -timeout 45m ./...
 	$(GO) test -p 1 -count=1 -race -short -timeout 20m ./...
 
-# kube-apiserver v1.37.2 (client-go's release) for internal/k8stest. The
-# first build takes about 10 minutes on 2 cores; the binary is kept per
-# machine (~/.cache/weft, keyed by tools/apiserver's go.mod and go.sum), so
-# later runs, fresh clones included, copy it in seconds.
+# Kubernetes v1.37.2 (client-go's release) and containerd v2.4.2 for the
+# cluster tests, in one build. The first build takes 10-15 minutes on 2
+# cores; the binaries are kept per machine (~/.cache/weft, keyed by
+# tools/k8s's go.mod, go.sum and build.sh), so later runs, fresh clones
+# included, copy them in seconds.
+k8s: $(K8S_BIN)/.built
+
+$(K8S_BIN)/.built: tools/k8s/go.mod tools/k8s/go.sum tools/k8s/build.sh
+	tools/k8s/build.sh $(K8S_BIN)
+	touch $@
+
+# kube-apiserver alone, for internal/k8stest.
 apiserver: $(APISERVER)
 
-$(APISERVER): tools/apiserver/go.mod tools/apiserver/go.sum tools/apiserver/build.sh
-	tools/apiserver/build.sh $(APISERVER)
+$(APISERVER): $(K8S_BIN)/.built
+	cp $(K8S_BIN)/kube-apiserver $(APISERVER).tmp
+	mv $(APISERVER).tmp $(APISERVER)
+
+# weft on a real cluster (issue 10): control plane, kubelet + containerd
+# nodes in namespaces, `kubectl apply -k`, the tests of internal/e2e (also
+# part of `make test`; WEFT_E2E=0 leaves them out).
+e2e: deps k8s
+	$(GO) test -count=1 -v -timeout 30m ./internal/e2e
+
+# The same lab cluster, kept up for poking at by hand until ^C (README).
+e2e-up: deps k8s
+	$(GO) run ./internal/e2e/cmd/e2e-cluster
 
 # Only the Kubernetes tests (issue 8): deploy/ against a real kube-apiserver
 # and etcd, RBAC, the injection webhook, join discovery, the agent's load.

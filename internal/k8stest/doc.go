@@ -1,6 +1,6 @@
 // Package k8stest runs a real Kubernetes control plane for tests: Debian's
 // etcd (package etcd-server) and a kube-apiserver built from the Go module
-// proxy (`make apiserver`, tools/apiserver), each on random loopback ports,
+// proxy (`make apiserver`, tools/k8s), each on random loopback ports,
 // with token authentication, Node+RBAC authorization and an audit log of
 // every request made by a service account. Nothing else runs: no
 // controller-manager, no scheduler, no kubelet, so objects are stored and
