@@ -2,12 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/internal/k8stest"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -43,27 +38,20 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	if _, err := c.CP.Run(ctx, "ip", "addr", "add", APIServerAddr+"/15", "dev", "eth0"); err != nil {
 		return err
 	}
-	c.adminToken = randomHex(16)
+	c.adminToken = k8stest.RandomHex(16)
 	var tokens strings.Builder
 	fmt.Fprintf(&tokens, "%s,%s,%s,\"system:masters\"\n", c.adminToken, AdminUser, AdminUser)
 	for i := 1; i <= len(c.Lab.Nodes); i++ {
 		name := nodeName(i)
-		tok := randomHex(16)
+		tok := k8stest.RandomHex(16)
 		c.nodeTokens[name] = tok
 		fmt.Fprintf(&tokens, "%s,system:node:%s,system:node:%s,\"system:nodes\"\n", tok, name, name)
 	}
 	files := map[string]string{
 		"tokens.csv": tokens.String(),
-		// Service accounts' requests, one event each when the response is
-		// complete; the controllers run with their own credentials.
-		"audit-policy.yaml": `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived", "ResponseStarted"]
-rules:
-  - level: Metadata
-    userGroups: ["system:serviceaccounts"]
-  - level: None
-`,
+		// The controllers run with their own credentials, so only the
+		// pods' service accounts are logged.
+		"audit-policy.yaml": k8stest.AuditPolicy,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -71,7 +59,7 @@ rules:
 		}
 	}
 	saKey := filepath.Join(dir, "sa.key")
-	if err := writeECKey(saKey); err != nil {
+	if err := k8stest.WriteECKey(saKey); err != nil {
 		return err
 	}
 	c.AuditLog = filepath.Join(dir, "audit.log")
@@ -200,13 +188,13 @@ func (c *Cluster) waitAPIServer(ctx context.Context, api *proc) error {
 		}
 		select {
 		case <-api.done:
-			return fmt.Errorf("kube-apiserver exited before it was ready; its log:\n%s", tail(api.log))
+			return fmt.Errorf("kube-apiserver exited before it was ready; its log:\n%s", k8stest.Tail(api.log))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("kube-apiserver not ready after 120 s (last: %s); its log:\n%s", last, tail(api.log))
+	return fmt.Errorf("kube-apiserver not ready after 120 s (last: %s); its log:\n%s", last, k8stest.Tail(api.log))
 }
 
 func writeKubeconfig(path, server, caFile, token string) error {
@@ -227,34 +215,4 @@ contexts:
 current-context: weft-e2e
 `, server, caFile, token)
 	return os.WriteFile(path, []byte(cfg), 0o600)
-}
-
-func writeECKey(path string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// tail is the end of a log file, for error messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
 }

@@ -464,7 +464,11 @@ func TestNodeDeathReclaimsBlock(t *testing.T) {
 	waitInstalled(t, ctx, 3*time.Minute)
 	// Every agent's view: no block held twice.
 	waitFor(t, 60*time.Second, "every agent sees distinct blocks", func() error {
-		for node, p := range agentPods(t, ctx) {
+		pods := agentPods(t, ctx)
+		if len(pods) != len(live()) {
+			return fmt.Errorf("%d agent pods running on the %d live nodes", len(pods), len(live()))
+		}
+		for node, p := range pods {
 			r, err := agentStatus(ctx, p)
 			if err != nil {
 				return fmt.Errorf("%s: %w", node, err)

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weftnet/weft/internal/k8stest"
 	"github.com/weftnet/weft/internal/netlab"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -114,7 +115,7 @@ func (n *Node) Kill() error {
 }
 
 // Log is the end of one of the node's logs (node, containerd, kubelet).
-func (n *Node) Log(name string) string { return tail(filepath.Join(n.Dir, name+".log")) }
+func (n *Node) Log(name string) string { return k8stest.Tail(filepath.Join(n.Dir, name+".log")) }
 
 // WaitRegistered waits until the node's kubelet registered its Node.
 func (n *Node) WaitRegistered(ctx context.Context, timeout time.Duration) error {

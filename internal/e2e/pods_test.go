@@ -93,16 +93,22 @@ func (c *Cluster) node(name string) *Node {
 	return nil
 }
 
-// agentPods are the running weft agent pods by node name.
+// agentPods are the running weft agent pods of the live nodes, by node name.
 func agentPods(t *testing.T, ctx context.Context) map[string]corev1.Pod {
 	t.Helper()
 	list, err := lab.Client.CoreV1().Pods("weft-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-agent"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Only live nodes': a deleted node's pods stay in the API until the
+	// pod garbage collector gets to them.
+	onLive := map[string]bool{}
+	for _, n := range live() {
+		onLive[n.Name] = true
+	}
 	pods := map[string]corev1.Pod{}
 	for _, p := range list.Items {
-		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && onLive[p.Spec.NodeName] {
 			pods[p.Spec.NodeName] = p
 		}
 	}

@@ -46,7 +46,7 @@ func startLoopbackAgent(t *testing.T, bin, name, ip string, port int, keyFile st
 		"--mode", "netstack",
 		// Unique: userspace devices put their UAPI socket in the shared
 		// /var/run/wireguard/<interface>.sock.
-		"--interface", "wk" + randomHex(5),
+		"--interface", "wk" + RandomHex(5),
 		// WireGuard binds every address: each agent needs its own port.
 		"--wireguard-port", strconv.Itoa(freeUDPPort(t)),
 		"--gossip-key-file", keyFile,
@@ -79,7 +79,7 @@ func startLoopbackAgent(t *testing.T, bin, name, ip string, port int, keyFile st
 			<-p.exited
 		}
 		if t.Failed() {
-			t.Logf("log of agent %s:\n%s", name, tail(filepath.Join(dir, "agent.log")))
+			t.Logf("log of agent %s:\n%s", name, Tail(filepath.Join(dir, "agent.log")))
 		}
 	})
 	return p

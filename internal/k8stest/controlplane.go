@@ -118,19 +118,10 @@ func Start(t testing.TB) *ControlPlane {
 
 	etcdURL := startEtcd(t, etcdBin, dir)
 
-	adminToken := randomHex(16)
+	adminToken := RandomHex(16)
 	files := map[string]string{
-		"tokens.csv": fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", adminToken, AdminUser, AdminUser),
-		// Service accounts' requests, one event each when the response is
-		// complete; nothing about anyone else.
-		"audit-policy.yaml": `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived", "ResponseStarted"]
-rules:
-  - level: Metadata
-    userGroups: ["system:serviceaccounts"]
-  - level: None
-`,
+		"tokens.csv":        fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", adminToken, AdminUser, AdminUser),
+		"audit-policy.yaml": AuditPolicy,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -138,7 +129,9 @@ rules:
 		}
 	}
 	saKey := filepath.Join(dir, "sa.key")
-	writeECKey(t, saKey)
+	if err := WriteECKey(saKey); err != nil {
+		t.Fatal(err)
+	}
 
 	certDir := filepath.Join(dir, "certs")
 	port := freePort(t)
@@ -216,11 +209,11 @@ func startEtcd(t testing.TB, bin, dir string) string {
 		}
 		select {
 		case <-exited:
-			t.Fatalf("etcd exited before it was healthy; its log:\n%s", tail(logPath))
+			t.Fatalf("etcd exited before it was healthy; its log:\n%s", Tail(logPath))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("etcd not healthy at %s after 30 s; its log:\n%s", clientURL, tail(logPath))
+			t.Fatalf("etcd not healthy at %s after 30 s; its log:\n%s", clientURL, Tail(logPath))
 		}
 	}
 }
@@ -288,11 +281,11 @@ func waitReady(t testing.TB, cp *ControlPlane, exited <-chan struct{}, logPath s
 		}
 		select {
 		case <-exited:
-			t.Fatalf("kube-apiserver exited before it was ready; its log:\n%s", tail(logPath))
+			t.Fatalf("kube-apiserver exited before it was ready; its log:\n%s", Tail(logPath))
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kube-apiserver not ready at %s after 90 s (last answer: %s); its log:\n%s", cp.URL, last, tail(logPath))
+			t.Fatalf("kube-apiserver not ready at %s after 90 s (last answer: %s); its log:\n%s", cp.URL, last, Tail(logPath))
 		}
 	}
 }
@@ -382,19 +375,30 @@ current-context: test
 	return path
 }
 
-func writeECKey(t testing.TB, path string) {
-	t.Helper()
+// AuditPolicy logs the service accounts' requests, one event each when
+// the response is complete, and nothing about anyone else (the control
+// plane's own components, the tests' admin).
+const AuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+`
+
+// WriteECKey writes a new P-256 private key (PEM, 0600): the service
+// account token signing key.
+func WriteECKey(path string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
 }
 
 // freePort is a TCP port on 127.0.0.1 that nothing listened on a moment ago.
@@ -408,14 +412,15 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func randomHex(n int) string {
+// RandomHex is n random bytes in hex: tokens and unique names.
+func RandomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
-// tail is the end of a log file, for failure messages.
-func tail(path string) string {
+// Tail is the end of a log file, for failure messages.
+func Tail(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
