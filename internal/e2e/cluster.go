@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,6 +68,9 @@ type Cluster struct {
 	// mountpoints are the node paths Up created on the shared filesystem
 	// (deepest last) for the per-node bind mounts; Down removes them.
 	mountpoints []string
+	// shared are the entries of the shared filesystem's system directories
+	// before Up (sharedDirs); Leftovers reports any entry added since.
+	shared map[string]bool
 
 	mu    sync.Mutex
 	procs []*proc
@@ -122,7 +126,8 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Lab: lab, CP: lab.Nodes[0], Dir: cfg.Dir, cfg: cfg, id: lab.ID, nodeTokens: map[string]string{}}
+	c = &Cluster{Lab: lab, CP: lab.Nodes[0], Dir: cfg.Dir, cfg: cfg, id: lab.ID, nodeTokens: map[string]string{},
+		shared: sharedEntries()}
 	defer func() {
 		if err != nil {
 			if derr := c.Down(); derr != nil {
@@ -333,5 +338,28 @@ func (c *Cluster) Leftovers() []string {
 	for _, p := range c.mountpoints {
 		left = append(left, "mount point "+p)
 	}
+	for p := range sharedEntries() {
+		if c.shared != nil && !c.shared[p] {
+			left = append(left, "new on the shared filesystem: "+p)
+		}
+	}
+	sort.Strings(left)
 	return left
+}
+
+// sharedDirs are the system directories the nodes share with the machine
+// (beyond nodeMounts): a node's runtime must not leave anything in them,
+// as containerd's NRI socket in /run/nri once did.
+var sharedDirs = []string{"/run", "/etc", "/opt", "/var/lib", "/var/log"}
+
+// sharedEntries lists the entries of sharedDirs.
+func sharedEntries() map[string]bool {
+	m := map[string]bool{}
+	for _, d := range sharedDirs {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			m[filepath.Join(d, e.Name())] = true
+		}
+	}
+	return m
 }

@@ -72,6 +72,11 @@ state = "/run/containerd"
     # what weft installs (no loopback plugin from a distribution package).
     use_internal_loopback = true
 
+# NRI's socket (/var/run/nri/nri.sock) would be shared by every lab node:
+# the second containerd fails to bind it. The lab needs no NRI plugins.
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
