@@ -11,9 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	prom "github.com/weftnet/weft/internal/metrics"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -92,7 +91,7 @@ type Config struct {
 	Resync time.Duration
 	Logger *slog.Logger
 	// Registry receives the agent's metrics (a new registry if nil).
-	Registry *prometheus.Registry
+	Registry *prom.Registry
 	// Now is the clock (time.Now).
 	Now func() time.Time
 }
@@ -180,9 +179,8 @@ func (c *Config) setDefaults() error {
 	if c.Registry == nil {
 		// The process's own cost is part of what the mesh is doing:
 		// process_resident_memory_bytes, process_cpu_seconds_total, go_*.
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
-		c.Registry = reg
+		c.Registry = prom.NewRegistry()
+		c.Registry.RegisterProcess()
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -203,7 +201,7 @@ func (a *Agent) handler(withMetrics bool) http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	if withMetrics {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Registry, promhttp.HandlerOpts{}))
+		mux.Handle("GET /metrics", a.cfg.Registry)
 	}
 	return mux
 }

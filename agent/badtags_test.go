@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/weftnet/weft/tunnel"
 )
@@ -71,7 +70,7 @@ func TestInvalidTagsIgnored(t *testing.T) {
 	if len(want.Peers) != 0 || len(want.Routes) != 0 {
 		t.Errorf("bad members became peers %v or routes %v", want.Peers, want.Routes)
 	}
-	if v := testutil.ToFloat64(good.metrics.invalid); v != float64(len(bad)) {
+	if v := good.metrics.invalid.Value(); v != float64(len(bad)) {
 		t.Errorf("weft_members_invalid_tags = %v, want %d", v, len(bad))
 	}
 	// bad-key claimed 100.64.1.0/24 in malformed tags: the claim is void.

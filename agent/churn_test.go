@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // fakeClock is a clock the simulation moves forward (lease TTLs) while
@@ -229,7 +227,7 @@ func TestPartitionHealResolvesConflict(t *testing.T) {
 	if len(st.Conflicts) == 0 || st.Conflicts[0].Block != before["a1"].String() || st.Conflicts[0].Winner != "a1" {
 		t.Errorf("conflict not in the newcomer's API: %+v", st.Conflicts)
 	}
-	if v := testutil.ToFloat64(nc.metrics.conflicts); v != 1 {
+	if v := nc.metrics.conflicts.Value(); v != 1 {
 		t.Errorf("weft_ipam_conflicts_total = %v, want 1", v)
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A newcomer that takes the block of a member that failed before it
@@ -50,7 +48,7 @@ func TestFullPoolHeldBlockAndWaitingAgent(t *testing.T) {
 		t.Errorf("conflicts in the newcomer's report: %+v", st.Conflicts)
 	}
 	time.Sleep(3 * time.Second) // a few failed re-lease passes
-	if v := testutil.ToFloat64(nc.metrics.conflicts); v != 1 {
+	if v := nc.metrics.conflicts.Value(); v != 1 {
 		t.Errorf("weft_ipam_conflicts_total = %v after retries, want 1", v)
 	}
 

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Issue 4: the gossip keyring rotates install -> use -> remove across live
@@ -93,7 +91,7 @@ func TestGossipKeyFileRotation(t *testing.T) {
 	edit(newKey)
 	waitUntil(t, 10*time.Second, "old key removed everywhere", keyringIs(newKey, 1))
 	waitUntil(t, 10*time.Second, "mesh still whole", func() error { return s.settled(names) })
-	if v := testutil.ToFloat64(s.all["a"].metrics.gossipKeyChanges); v != 3 {
+	if v := s.all["a"].metrics.gossipKeyChanges.Value(); v != 3 {
 		t.Errorf("weft_gossip_keyring_changes_total = %v, want 3", v)
 	}
 

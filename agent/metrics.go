@@ -1,40 +1,45 @@
 package agent
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-
+	prom "github.com/weftnet/weft/internal/metrics"
 	"github.com/weftnet/weft/tunnel"
 )
 
 // metrics are the agent's Prometheus series (names in DESIGN.md).
 type metrics struct {
-	members     *prometheus.GaugeVec
-	peers       prometheus.Gauge
-	blocks      *prometheus.GaugeVec
-	conflicts   prometheus.Counter
-	unreachable prometheus.Gauge
-	invalid     prometheus.Gauge
-	reconcile   prometheus.Histogram
-	rotations   prometheus.Counter
+	members     *prom.GaugeVec
+	peers       *prom.Gauge
+	blocks      *prom.GaugeVec
+	conflicts   *prom.Counter
+	unreachable *prom.Gauge
+	invalid     *prom.Gauge
+	reconcile   *prom.Histogram
+	rotations   *prom.Counter
 	// gossipKeyChanges counts keyring updates taken from the key source.
-	gossipKeyChanges prometheus.Counter
+	gossipKeyChanges *prom.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, a *Agent) *metrics {
+func newMetrics(reg *prom.Registry, a *Agent) *metrics {
 	m := &metrics{
-		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_members", Help: "Mesh members by state."}, []string{"state"}),
-		peers:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_peers", Help: "WireGuard peers configured."}),
-		blocks:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_ipam_blocks", Help: "Blocks of the cluster range by state (owned, held by failed members, free)."}, []string{"state"}),
-		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_ipam_conflicts_total",
-			Help: "Lease conflicts this node lost and resolved by re-leasing."}),
-		unreachable: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_ipam_unreachable_blocks", Help: "Blocks held by failed members within the lease TTL."}),
-		invalid:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_members_invalid_tags", Help: "Members ignored because their tags are malformed, too large, of another version or out of range."}),
-		reconcile:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_reconcile_seconds", Help: "Time of one reconcile pass.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		rotations:   prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_key_rotations_total", Help: "WireGuard key rotations."}),
-		gossipKeyChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_gossip_keyring_changes_total",
-			Help: "Gossip keyring updates taken from the key file."}),
+		members:          reg.NewGaugeVec("weft_members", "Mesh members by state.", "state"),
+		peers:            reg.NewGauge("weft_peers", "WireGuard peers configured."),
+		blocks:           reg.NewGaugeVec("weft_ipam_blocks", "Blocks of the cluster range by state (owned, held by failed members, free).", "state"),
+		conflicts:        reg.NewCounter("weft_ipam_conflicts_total", "Lease conflicts this node lost and resolved by re-leasing."),
+		unreachable:      reg.NewGauge("weft_ipam_unreachable_blocks", "Blocks held by failed members within the lease TTL."),
+		invalid:          reg.NewGauge("weft_members_invalid_tags", "Members ignored because their tags are malformed, too large, of another version or out of range."),
+		reconcile:        reg.NewHistogram("weft_reconcile_seconds", "Time of one reconcile pass.", prom.ExponentialBuckets(0.0005, 2, 14)),
+		rotations:        reg.NewCounter("weft_key_rotations_total", "WireGuard key rotations."),
+		gossipKeyChanges: reg.NewCounter("weft_gossip_keyring_changes_total", "Gossip keyring updates taken from the key file."),
 	}
-	reg.MustRegister(m.members, m.peers, m.blocks, m.conflicts, m.unreachable, m.invalid, m.reconcile, m.rotations, m.gossipKeyChanges, &peerCollector{a: a})
+	p := &peerStats{a: a}
+	reg.NewFunc("weft_peer_last_handshake_seconds", "Unix time of the last handshake with a peer.", prom.GaugeType, "peer", p.each(func(s tunnel.PeerStats) float64 {
+		if s.LastHandshake.IsZero() {
+			return 0
+		}
+		return float64(s.LastHandshake.UnixNano()) / 1e9
+	}))
+	reg.NewFunc("weft_peer_rx_bytes_total", "Bytes received from a peer.", prom.CounterType, "peer", p.each(func(s tunnel.PeerStats) float64 { return float64(s.RxBytes) }))
+	reg.NewFunc("weft_peer_tx_bytes_total", "Bytes sent to a peer.", prom.CounterType, "peer", p.each(func(s tunnel.PeerStats) float64 { return float64(s.TxBytes) }))
 	return m
 }
 
@@ -48,7 +53,7 @@ func (m *metrics) observe(members []Member, leases Leases, want DesiredState) {
 		}
 	}
 	for _, s := range []Status{StatusAlive, StatusFailed, StatusLeft} {
-		m.members.WithLabelValues(s.String()).Set(float64(counts[s]))
+		m.members.With(s.String()).Set(float64(counts[s]))
 	}
 	m.invalid.Set(float64(invalid))
 	m.peers.Set(float64(len(want.Peers)))
@@ -65,54 +70,39 @@ func (m *metrics) observe(members []Member, leases Leases, want DesiredState) {
 			}
 		}
 	}
-	m.blocks.WithLabelValues("owned").Set(float64(owned))
-	m.blocks.WithLabelValues("failed").Set(float64(held))
+	m.blocks.With("owned").Set(float64(owned))
+	m.blocks.With("failed").Set(float64(held))
 	m.unreachable.Set(float64(held))
 }
 
-// peerCollector reads WireGuard counters at scrape time.
-type peerCollector struct{ a *Agent }
+// peerStats reads WireGuard's counters at scrape time, each peer named by
+// its member name (its key's fingerprint if no member has that key).
+type peerStats struct{ a *Agent }
 
-var (
-	descHandshake = prometheus.NewDesc("weft_peer_last_handshake_seconds", "Unix time of the last handshake with a peer.", []string{"peer"}, nil)
-	descRx        = prometheus.NewDesc("weft_peer_rx_bytes_total", "Bytes received from a peer.", []string{"peer"}, nil)
-	descTx        = prometheus.NewDesc("weft_peer_tx_bytes_total", "Bytes sent to a peer.", []string{"peer"}, nil)
-)
-
-func (c *peerCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descHandshake
-	ch <- descRx
-	ch <- descTx
-}
-
-func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
-	c.a.mu.Lock()
-	dev := c.a.dev
-	names := map[tunnel.Key]string{}
-	for _, m := range c.a.last.members {
-		if m.TagsErr == nil {
-			names[m.Tags.PublicKey] = m.Name
+func (p *peerStats) each(value func(tunnel.PeerStats) float64) func(emit func(string, float64)) {
+	return func(emit func(string, float64)) {
+		p.a.mu.Lock()
+		dev := p.a.dev
+		names := map[tunnel.Key]string{}
+		for _, m := range p.a.last.members {
+			if m.TagsErr == nil {
+				names[m.Tags.PublicKey] = m.Name
+			}
 		}
-	}
-	c.a.mu.Unlock()
-	if dev == nil {
-		return
-	}
-	st, err := dev.Stats()
-	if err != nil {
-		return
-	}
-	for _, p := range st.Peers {
-		name := names[p.PublicKey]
-		if name == "" {
-			name = tunnel.Fingerprint(p.PublicKey)
+		p.a.mu.Unlock()
+		if dev == nil {
+			return
 		}
-		hs := 0.0
-		if !p.LastHandshake.IsZero() {
-			hs = float64(p.LastHandshake.UnixNano()) / 1e9
+		st, err := dev.Stats()
+		if err != nil {
+			return
 		}
-		ch <- prometheus.MustNewConstMetric(descHandshake, prometheus.GaugeValue, hs, name)
-		ch <- prometheus.MustNewConstMetric(descRx, prometheus.CounterValue, float64(p.RxBytes), name)
-		ch <- prometheus.MustNewConstMetric(descTx, prometheus.CounterValue, float64(p.TxBytes), name)
+		for _, s := range st.Peers {
+			name := names[s.PublicKey]
+			if name == "" {
+				name = tunnel.Fingerprint(s.PublicKey)
+			}
+			emit(name, value(s))
+		}
 	}
 }

@@ -9,13 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/prometheus/client_golang/prometheus"
+	prom "github.com/weftnet/weft/internal/metrics"
 )
 
 // switchboard decides which lab members can reach which: members in
@@ -120,11 +121,15 @@ type sim struct {
 	profile string
 	// sidecar names the agents that start as sidecars.
 	sidecar map[string]bool
+	// resync is each agent's Config.Resync: 2 s in tests that wait for
+	// TTLs; the production default in benchmarks of many agents, where
+	// a pass every 2 s per agent would be the load being measured.
+	resync time.Duration
 }
 
 func newSim(t testing.TB, pool LeaseConfig) *sim {
 	k, _ := GenerateGossipKey()
-	s := &sim{t: t, sb: &switchboard{}, key: k, pool: pool, dir: t.TempDir(), all: map[string]*simAgent{}, seedFor: map[int]string{}, profile: "lan", sidecar: map[string]bool{}}
+	s := &sim{t: t, sb: &switchboard{}, key: k, pool: pool, dir: t.TempDir(), all: map[string]*simAgent{}, seedFor: map[int]string{}, profile: "lan", sidecar: map[string]bool{}, resync: 2 * time.Second}
 	t.Cleanup(func() {
 		for _, a := range s.all {
 			a.cancel()
@@ -162,9 +167,9 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 		SocketPath:    filepath.Join(s.dir, name, "a.sock"),
 		Endpoint:      netip.MustParseAddr("127.0.0.1"),
 		LeaveOnExit:   leave,
-		Resync:        2 * time.Second,
+		Resync:        s.resync,
 		Logger:        simLogger(),
-		Registry:      prometheus.NewRegistry(),
+		Registry:      prom.NewRegistry(),
 		Now:           s.now,
 
 		GossipKeySource: s.keySource,
@@ -340,7 +345,10 @@ func waitUntil(t testing.TB, d time.Duration, what string, cond func() error) ti
 			return time.Since(start)
 		}
 		if trace && time.Since(lastTrace) > 10*time.Second {
-			fmt.Fprintf(os.Stderr, "%s after %v: %v\n", what, time.Since(start).Round(time.Second), err)
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fmt.Fprintf(os.Stderr, "%s after %v (heap %d MiB, check %v): %v\n", what, time.Since(start).Round(time.Second),
+				ms.HeapAlloc>>20, time.Since(t0).Round(time.Millisecond), err)
 			lastTrace = time.Now()
 		}
 		// A check over hundreds of agents' views costs real CPU: poll at

@@ -11,9 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/weftnet/weft/agent"
+	prom "github.com/weftnet/weft/internal/metrics"
 	"github.com/weftnet/weft/netstack"
 	"github.com/weftnet/weft/tunnel"
 )
@@ -68,7 +67,7 @@ type Node struct {
 	GossipProfile string
 	// Logger and Registry as in agent.Config.
 	Logger   *slog.Logger
-	Registry *prometheus.Registry
+	Registry *prom.Registry
 
 	mu     sync.Mutex
 	agent  *agent.Agent
