@@ -137,9 +137,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer keys.Stop()
 	backoff := time.Duration(0)
 	var retry <-chan time.Time
+	var pace pacer
+	var settle <-chan time.Time // a paced membership change is due
 	for pass := true; ; {
 		if pass {
-			if err := a.reconcile(); err != nil {
+			start := time.Now()
+			err := a.reconcile()
+			pace.passed(start, time.Now())
+			settle = nil
+			if err != nil {
 				backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
 				a.log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
 				retry = time.After(backoff)
@@ -160,6 +166,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-mem.Changed():
+			// Paced: while members come and go without a pause (a
+			// rollout, a big mesh forming), one pass covers all changes
+			// of its gap.
+			if wait := pace.wait(time.Now()); wait > 0 {
+				if settle == nil {
+					settle = time.After(wait)
+				}
+				pass = false
+			}
+		case <-settle:
 		case <-expiry:
 		case <-initiate:
 		case <-tick.C:
@@ -179,6 +195,33 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// pacer spaces the reconcile passes that membership changes trigger: after
+// a pass that took d, the next waits until pacingFactor×d (at most maxGap)
+// after its end. A pass is O(members), and while a large mesh forms or
+// rolls, changes arrive faster than passes end: without a gap an agent of
+// a 1000-member mesh spent all its time reconciling, one pass per change.
+// With it, reconciling takes at most a tenth of the agent's time and one
+// pass covers all changes of its gap; in a small mesh a pass takes well
+// under a millisecond and the gap is nothing. Timers, retries and expiries
+// are not paced.
+type pacer struct {
+	lastEnd  time.Time
+	lastTook time.Duration
+}
+
+const (
+	pacingFactor = 10
+	maxGap       = 2 * time.Second
+)
+
+// passed records a pass from start to end.
+func (p *pacer) passed(start, end time.Time) { p.lastEnd, p.lastTook = end, end.Sub(start) }
+
+// wait is how long a membership change seen at now waits for its pass.
+func (p *pacer) wait(now time.Time) time.Duration {
+	return max(0, min(pacingFactor*p.lastTook, maxGap)-now.Sub(p.lastEnd))
 }
 
 // join contacts the configured members; true if one answered (or there is

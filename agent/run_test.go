@@ -1,0 +1,36 @@
+package agent
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPacerSpacesPasses(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		noPass bool
+		took   time.Duration // the last pass's duration, ending at t0
+		after  time.Duration // when the change comes, after t0
+		want   time.Duration
+	}{
+		{"first change, no pass yet", true, 0, 0, 0},
+		{"small mesh: a fast pass, no gap", false, 200 * time.Microsecond, ms, 1 * ms},
+		{"fast pass, change after the gap", false, 200 * time.Microsecond, 3 * ms, 0},
+		{"slow pass: ten times its length", false, 50 * ms, 100 * ms, 400 * ms},
+		{"slow pass, change after the gap", false, 50 * ms, 600 * ms, 0},
+		{"very slow pass: capped", false, 1 * time.Second, 0, maxGap},
+		{"very slow pass, capped gap over", false, 1 * time.Second, 2 * time.Second, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p pacer
+			if !tc.noPass {
+				p.passed(t0.Add(-tc.took), t0)
+			}
+			if got := p.wait(t0.Add(tc.after)); got != tc.want {
+				t.Errorf("wait %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
