@@ -261,21 +261,31 @@ func (s *sim) lastErr(name string) error {
 	return a.last.err
 }
 
+// distinctBlocks returns the named agents' blocks, or an error unless each
+// holds one and no two hold the same.
+func (s *sim) distinctBlocks(names []string) (map[string]netip.Prefix, error) {
+	blocks := s.leases(names)
+	owner := map[netip.Prefix]string{}
+	for n, b := range blocks {
+		if !b.IsValid() {
+			return nil, fmt.Errorf("%s has no block", n)
+		}
+		if o, dup := owner[b]; dup {
+			return nil, fmt.Errorf("%s and %s both hold %s (%s: %v; %s: %v)", o, n, b, o, s.lastErr(o), n, s.lastErr(n))
+		}
+		owner[b] = n
+	}
+	return blocks, nil
+}
+
 // settled reports nil once every named agent has a block, no two share one,
 // and every agent sees all of them alive with those blocks and owning them
 // (a block held for a failed member within its TTL is not owned by a
 // newcomer that claims it, in the view of the members that saw the failure).
 func (s *sim) settled(names []string) error {
-	blocks := s.leases(names)
-	owner := map[netip.Prefix]string{}
-	for n, b := range blocks {
-		if !b.IsValid() {
-			return fmt.Errorf("%s has no block", n)
-		}
-		if o, dup := owner[b]; dup {
-			return fmt.Errorf("%s and %s both hold %s (%s: %v; %s: %v)", o, n, b, o, s.lastErr(o), n, s.lastErr(n))
-		}
-		owner[b] = n
+	blocks, err := s.distinctBlocks(names)
+	if err != nil {
+		return err
 	}
 	for _, n := range names {
 		seen := map[string]netip.Prefix{}
@@ -308,16 +318,9 @@ func (s *sim) settled(names []string) error {
 // and as its owner. It reads the agents' snapshots instead of recomputing
 // 1000 views, which on two cores under 1000 agents took minutes a check.
 func (s *sim) applied(names []string) error {
-	blocks := s.leases(names)
-	owner := map[netip.Prefix]string{}
-	for n, b := range blocks {
-		if !b.IsValid() {
-			return fmt.Errorf("%s has no block", n)
-		}
-		if o, dup := owner[b]; dup {
-			return fmt.Errorf("%s and %s both hold %s", o, n, b)
-		}
-		owner[b] = n
+	blocks, err := s.distinctBlocks(names)
+	if err != nil {
+		return err
 	}
 	for _, n := range names {
 		a := s.all[n]
