@@ -122,15 +122,27 @@ func (f *floatBits) add(d float64) {
 	}
 }
 
-// Counter is a value that only goes up.
-type Counter struct {
+// scalar is one unlabelled sample, the state of a Counter or a Gauge.
+type scalar struct {
 	help string
+	typ  Type
 	v    floatBits
 }
 
+// Value is the current value.
+func (s *scalar) Value() float64 { return s.v.load() }
+
+func (s *scalar) meta() (string, Type) { return s.help, s.typ }
+func (s *scalar) write(w *bufio.Writer, name string) {
+	writeSample(w, name, "", "", s.v.load())
+}
+
+// Counter is a value that only goes up.
+type Counter struct{ scalar }
+
 // NewCounter registers a counter.
 func (r *Registry) NewCounter(name, help string) *Counter {
-	c := &Counter{help: help}
+	c := &Counter{scalar{help: help, typ: CounterType}}
 	r.register(name, c)
 	return c
 }
@@ -145,37 +157,18 @@ func (c *Counter) Add(d float64) {
 	}
 }
 
-// Value is the counter's value.
-func (c *Counter) Value() float64 { return c.v.load() }
-
-func (c *Counter) meta() (string, Type) { return c.help, CounterType }
-func (c *Counter) write(w *bufio.Writer, name string) {
-	writeSample(w, name, "", "", c.v.load())
-}
-
 // Gauge is a value that goes up and down.
-type Gauge struct {
-	help string
-	v    floatBits
-}
+type Gauge struct{ scalar }
 
 // NewGauge registers a gauge.
 func (r *Registry) NewGauge(name, help string) *Gauge {
-	g := &Gauge{help: help}
+	g := &Gauge{scalar{help: help, typ: GaugeType}}
 	r.register(name, g)
 	return g
 }
 
 // Set sets the gauge.
 func (g *Gauge) Set(v float64) { g.v.store(v) }
-
-// Value is the gauge's value.
-func (g *Gauge) Value() float64 { return g.v.load() }
-
-func (g *Gauge) meta() (string, Type) { return g.help, GaugeType }
-func (g *Gauge) write(w *bufio.Writer, name string) {
-	writeSample(w, name, "", "", g.v.load())
-}
 
 // GaugeVec is a gauge per value of one label.
 type GaugeVec struct {

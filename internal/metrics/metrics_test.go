@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -169,6 +170,12 @@ func TestProcessSeries(t *testing.T) {
 		if v := m.GetGauge().GetValue() + m.GetCounter().GetValue(); v <= 0 && n != "process_cpu_seconds_total" {
 			t.Errorf("%s = %v", n, v)
 		}
+	}
+	// The GC series follow the runtime: a forced collection counts.
+	before := fams["go_memstats_gc_cycles_total"].GetMetric()[0].GetCounter().GetValue()
+	runtime.GC()
+	if after := parse(t, r)["go_memstats_gc_cycles_total"].GetMetric()[0].GetCounter().GetValue(); after < before+1 {
+		t.Errorf("go_memstats_gc_cycles_total %v after runtime.GC, was %v", after, before)
 	}
 	if v := fams["go_info"].GetMetric()[0].GetLabel()[0].GetValue(); !strings.HasPrefix(v, "go") {
 		t.Errorf("go_info version %q", v)

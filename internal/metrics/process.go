@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -57,23 +58,31 @@ func (r *Registry) RegisterProcess() {
 		single(func() float64 { n, _ := runtime.ThreadCreateProfile(nil); return float64(n) }))
 	r.NewFunc("go_info", "Information about the Go environment.", GaugeType, "version",
 		func(emit func(string, float64)) { emit(runtime.Version(), 1) })
-	// ReadMemStats stops the world for microseconds, once per series per
-	// scrape; scrapes are seconds apart.
-	memFunc := func(name, help string, typ Type, f func(*runtime.MemStats) uint64) {
+	// runtime/metrics, not ReadMemStats: that stops the world, and would
+	// once per series per scrape. Each series is the sum of its samples,
+	// as the runtime/metrics documentation maps MemStats' fields.
+	memFunc := func(name, help string, typ Type, samples ...string) {
 		r.NewFunc(name, help, typ, "", func(emit func(string, float64)) {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			emit("", float64(f(&ms)))
+			s := make([]rtmetrics.Sample, len(samples))
+			for i, n := range samples {
+				s[i].Name = n
+			}
+			rtmetrics.Read(s)
+			var v uint64
+			for _, x := range s {
+				v += x.Value.Uint64()
+			}
+			emit("", float64(v))
 		})
 	}
 	memFunc("go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and still in use.", GaugeType,
-		func(m *runtime.MemStats) uint64 { return m.HeapAlloc })
+		"/memory/classes/heap/objects:bytes")
 	memFunc("go_memstats_heap_inuse_bytes", "Number of heap bytes that are in use.", GaugeType,
-		func(m *runtime.MemStats) uint64 { return m.HeapInuse })
+		"/memory/classes/heap/objects:bytes", "/memory/classes/heap/unused:bytes")
 	memFunc("go_memstats_sys_bytes", "Number of bytes obtained from system.", GaugeType,
-		func(m *runtime.MemStats) uint64 { return m.Sys })
+		"/memory/classes/total:bytes")
 	memFunc("go_memstats_gc_cycles_total", "Number of completed GC cycles.", CounterType,
-		func(m *runtime.MemStats) uint64 { return uint64(m.NumGC) })
+		"/gc/cycles/total:gc-cycles")
 }
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every Linux
