@@ -242,6 +242,9 @@ type Agent struct {
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.
 	noDevice bool
+	// noHeldAcks neither waits for nor learns from probe acks (tests of
+	// the notices, which repair what acks missed).
+	noHeldAcks bool
 	// transport replaces memberlist's network (partition tests).
 	transport memberlist.Transport
 }

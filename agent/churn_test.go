@@ -103,9 +103,11 @@ func TestSimulationChurn(t *testing.T) {
 	}
 	alive := append(append([]string{}, stay...), newcomers...)
 	start = time.Now()
-	// Newcomers that claimed a failed member's block learn of it from a
-	// gossiped notice (failed.go), seconds to a minute apart on two busy
-	// cores; some hop over several held blocks. Measured 1m53s to 4 min.
+	// Newcomers learn the held blocks from their first probe's ack before
+	// they claim (failed.go); those that joined before the old members saw
+	// a failure claim a held block and learn of it from a later ack or a
+	// notice. Measured 54 s to 1m09 (with notices alone, 1m09 to over 8
+	// min).
 	waitUntil(t, wait+2*time.Minute, "convergence after churn", func() error { return s.settled(alive) })
 	t.Logf("after %d failed, %d left, %d joined: converged in %v", tenth, tenth, len(newcomers), time.Since(start).Round(time.Millisecond))
 	now := s.leases(alive)

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 )
 
@@ -18,12 +21,15 @@ import (
 // memberlist passes dead nodes to nobody who joins later (its push-pull
 // merge ignores dead and suspect nodes it has never heard of), so a
 // newcomer cannot see that a block is held for a failed member's TTL and
-// may claim it. The members that do know see the conflict (the failed
-// member's earlier claim wins) and tell the newcomer with a Serf query
-// addressed to it alone; the newcomer keeps the failed member in its view
-// ("learned") until the TTL has run, loses the conflict there too, and
-// re-leases. This is rule 3 of the lease rules for members that were not
-// there when the failure happened.
+// may claim it. The members that saw the failure tell it, two ways: every
+// probe ack carries the prober the held blocks its target saw fail (see
+// ackBudget), so a newcomer learns them with its first probe, before it
+// claims a block; and members that see a newcomer claim a held block
+// anyway send it a notice, a Serf query addressed to it alone. The
+// newcomer keeps the failed members in its view ("learned") until the TTL
+// has run, loses any conflict there too, and re-leases. This is rule 3 of
+// the lease rules for members that were not there when the failure
+// happened.
 
 // failedQuery is the name of the Serf query that carries failed members.
 const failedQuery = "weft-failed"
@@ -82,37 +88,50 @@ func (m *Membership) TellFailed(to string, held []Member, now time.Time) error {
 // batchHeld encodes the failed members of held with a block into notices
 // of at most noticeBudget bytes and passes each to send.
 func batchHeld(held []Member, now time.Time, send func([]byte) error) error {
-	var batch []heldLease
-	size := 2 // the brackets
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		payload, err := json.Marshal(batch)
+	entries := heldEntries(held, now)
+	for len(entries) > 0 {
+		payload, rest, err := packHeld(entries, noticeBudget)
 		if err != nil {
 			return err
 		}
-		batch, size = nil, 2
-		return send(payload)
+		if err := send(payload); err != nil {
+			return err
+		}
+		entries = rest
 	}
+	return nil
+}
+
+// heldEntries lists the failed members of held that have a block, as a
+// notice carries them.
+func heldEntries(held []Member, now time.Time) []heldLease {
+	var out []heldLease
 	for _, f := range held {
 		if f.Status != StatusFailed || f.TagsErr != nil || !f.Tags.Block.IsValid() {
 			continue
 		}
-		h := heldLease{Name: f.Name, Block: f.Tags.Block.String(), Lt: f.Tags.LeaseTime, FailedFor: max(0, now.Sub(f.Since).Milliseconds())}
-		b, err := json.Marshal(h)
+		out = append(out, heldLease{Name: f.Name, Block: f.Tags.Block.String(), Lt: f.Tags.LeaseTime, FailedFor: max(0, now.Sub(f.Since).Milliseconds())})
+	}
+	return out
+}
+
+// packHeld encodes the first entries that fit in budget bytes (at least
+// one: a name is at most 128 bytes, an entry well under any budget here)
+// and returns the rest.
+func packHeld(entries []heldLease, budget int) ([]byte, []heldLease, error) {
+	size, n := 2, 0 // the brackets
+	for ; n < len(entries); n++ {
+		b, err := json.Marshal(entries[n])
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		if size+len(b)+1 > noticeBudget {
-			if err := flush(); err != nil {
-				return err
-			}
+		if n > 0 && size+len(b)+1 > budget {
+			break
 		}
-		batch = append(batch, h)
 		size += len(b) + 1
 	}
-	return flush()
+	payload, err := json.Marshal(entries[:n])
+	return payload, entries[n:], err
 }
 
 // handleQuery takes a failed-member notice.
@@ -124,6 +143,17 @@ func (m *Membership) handleQuery(q *serf.Query) {
 	if err != nil {
 		m.log.Warn("ignoring a failed-member notice", "from", q.SourceNode(), "err", err)
 		return
+	}
+	if added := m.learn(held); len(added) > 0 {
+		m.log.Info("learned of members that failed before we joined", "members", added, "from", q.SourceNode(), "via", "notice")
+	}
+}
+
+// learn keeps the failed members of a notice or ack that Serf does not
+// know, and returns the names it had not learned yet.
+func (m *Membership) learn(held []heldLease) []string {
+	if len(held) == 0 {
+		return nil // most acks: nothing is held
 	}
 	known := map[string]bool{}
 	for _, sm := range m.serf.Members() {
@@ -140,7 +170,7 @@ func (m *Membership) handleQuery(q *serf.Query) {
 		if !had && len(m.learned) >= maxLearned {
 			continue
 		}
-		block, _ := netip.ParsePrefix(h.Block) // checked by parseFailedNotice
+		block, _ := netip.ParsePrefix(h.Block) // checked by parseHeld
 		m.learned[h.Name] = learnedMember{block: block, lt: h.Lt, since: now.Add(-time.Duration(h.FailedFor) * time.Millisecond), heard: now}
 		if !had {
 			added = append(added, h.Name)
@@ -148,27 +178,155 @@ func (m *Membership) handleQuery(q *serf.Query) {
 	}
 	m.mu.Unlock()
 	if len(added) > 0 {
-		m.log.Info("learned of members that failed before we joined", "members", added, "from", q.SourceNode())
 		m.notify()
+	}
+	return added
+}
+
+// Probe acks carry held blocks. memberlist probes one member a probe
+// interval (1 s on a LAN) and the probed member's ack carries a payload of
+// our choosing: each member puts in it the failed members it saw fail
+// itself that still hold a block, and a member that probes another learns
+// them. Point to point, no gossip: a newcomer knows the held blocks after
+// its first probe, before it claims one (Run waits for it, HeardHeld), and
+// every probe after that refreshes what it learned. Notices (failedQuery)
+// still repair a claim that raced the first ack. Serf's network
+// coordinates used the same payload; weft never reads them and turns them
+// off (StartMembership), which also saves their per-probe cost.
+//
+// Only first-hand failures go into an ack: learned members passed from
+// newcomer to newcomer would outlive the notices of a sender that was
+// wrong (it missed a leave). A list of more than ackBudget bytes (about 18
+// members) goes out as a random part of it, a different part each time.
+const ackBudget = 1000
+
+// ackEvery is how long an ack payload is reused: a member answers a probe
+// about once a probe interval, and building the list reads every member.
+const ackEvery = time.Second
+
+// heldAcks is memberlist's ping delegate. memberlist takes it before Serf
+// exists, so it reaches the Membership through m, set once Serf runs.
+type heldAcks struct{ m atomic.Pointer[Membership] }
+
+func (h *heldAcks) AckPayload() []byte {
+	if m := h.m.Load(); m != nil {
+		return m.ackPayload()
+	}
+	return nil
+}
+
+func (h *heldAcks) NotifyPingComplete(other *memberlist.Node, _ time.Duration, payload []byte) {
+	if m := h.m.Load(); m != nil && payload != nil {
+		m.takeAck(other.Name, payload)
 	}
 }
 
-// parseFailedNotice decodes and checks a notice. An entry older than hold
-// is of no use; any bad entry rejects the notice.
+// ackPayload is the list of first-hand failed members that hold a block
+// within the hold time ("[]" when there is none: a prober learns that
+// nothing is held).
+func (m *Membership) ackPayload() []byte {
+	now := m.now()
+	m.ackMu.Lock()
+	defer m.ackMu.Unlock()
+	if m.ack != nil && now.Sub(m.ackAt) >= 0 && now.Sub(m.ackAt) < ackEvery {
+		return m.ack
+	}
+	ms := m.Members()
+	var held []Member
+	m.mu.Lock()
+	for _, f := range ms {
+		// Members has dropped learned entries that Serf knows of: what is
+		// still learned is second hand.
+		if _, learned := m.learned[f.Name]; !learned && f.Status == StatusFailed && now.Sub(f.Since) < m.holdFor {
+			held = append(held, f)
+		}
+	}
+	m.mu.Unlock()
+	entries := heldEntries(held, now)
+	rand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
+	payload := []byte("[]")
+	if len(entries) > 0 {
+		var err error
+		if payload, _, err = packHeld(entries, ackBudget); err != nil {
+			m.log.Warn("listing held blocks for probe acks", "err", err)
+			payload = []byte("[]")
+		}
+	}
+	m.ack, m.ackAt = payload, now
+	return payload
+}
+
+// takeAck learns the held blocks in the ack of a probe of member from.
+func (m *Membership) takeAck(from string, payload []byte) {
+	if m.ignoreAcks {
+		return
+	}
+	held, err := parseHeld(payload, m.holdFor)
+	if err != nil {
+		m.log.Warn("ignoring held blocks in a probe ack", "from", from, "err", err)
+		return
+	}
+	if added := m.learn(held); len(added) > 0 {
+		m.log.Info("learned of members that failed before we joined", "members", added, "from", from, "via", "probe ack")
+	}
+	m.heardOnce.Do(func() { close(m.heard) })
+}
+
+// HeardHeld is closed once a probe ack has told this member which blocks
+// are held (or that none is).
+func (m *Membership) HeardHeld() <-chan struct{} { return m.heard }
+
+// HeldWait bounds how long a newcomer waits for HeardHeld: the first probe
+// comes within a probe interval of the join, the second if the first went
+// to a member that did not answer in time.
+func (m *Membership) HeldWait() time.Duration { return m.heldWait }
+
+// oldestClaims returns the names of up to n alive members other than
+// except with a block, oldest claim first (then by name): every member
+// with the same view picks the same ones.
+func oldestClaims(members []Member, except string, n int) []string {
+	var old []Member
+	for _, m := range members {
+		if m.Name != except && m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
+			old = append(old, m)
+		}
+	}
+	slices.SortFunc(old, func(a, b Member) int {
+		return cmp.Or(cmp.Compare(a.Tags.LeaseTime, b.Tags.LeaseTime), strings.Compare(a.Name, b.Name))
+	})
+	var out []string
+	for _, m := range old[:min(n, len(old))] {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// parseFailedNotice decodes and checks a notice, which names at least one
+// member.
 func parseFailedNotice(b []byte, hold time.Duration) ([]heldLease, error) {
-	var held []heldLease
-	if err := json.Unmarshal(b, &held); err != nil {
+	held, err := parseHeld(b, hold)
+	if err == nil && len(held) == 0 {
+		err = errors.New("no member in the notice")
+	}
+	return held, err
+}
+
+// parseHeld decodes and checks a list of held leases (a notice, or a
+// probe ack, which may be empty). An entry older than hold is of no use
+// and dropped (the sender may hold blocks longer: its own TTL flag); any
+// malformed entry rejects the list.
+func parseHeld(b []byte, hold time.Duration) ([]heldLease, error) {
+	var all []heldLease
+	if err := json.Unmarshal(b, &all); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	if len(held) == 0 {
-		return nil, errors.New("no member in the notice")
-	}
-	for _, h := range held {
+	held := all[:0]
+	for _, h := range all {
 		if h.Name == "" || len(h.Name) > 128 {
 			return nil, errors.New("bad member name")
 		}
-		if h.FailedFor < 0 || time.Duration(h.FailedFor)*time.Millisecond > hold {
-			return nil, fmt.Errorf("member %s failed %d ms ago, outside the hold time %s", h.Name, h.FailedFor, hold)
+		if h.FailedFor < 0 {
+			return nil, fmt.Errorf("member %s failed %d ms ago: in the future", h.Name, h.FailedFor)
 		}
 		p, err := netip.ParsePrefix(h.Block)
 		if err != nil || p != p.Masked() {
@@ -176,6 +334,9 @@ func parseFailedNotice(b []byte, hold time.Duration) ([]heldLease, error) {
 		}
 		if h.Lt < 0 {
 			return nil, fmt.Errorf("member %s: claim time %d before 1970", h.Name, h.Lt)
+		}
+		if h.FailedFor <= hold.Milliseconds() {
+			held = append(held, h)
 		}
 	}
 	return held, nil
@@ -227,28 +388,16 @@ const senderPool = 16
 // agent passes its view.
 func failedWinners(self string, members []Member, leases Leases) []Conflict {
 	byName := make(map[string]Member, len(members))
-	var old []Member
 	for _, m := range members {
 		byName[m.Name] = m
-		if m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
-			old = append(old, m)
-		}
 	}
-	slices.SortFunc(old, func(a, b Member) int {
-		return cmp.Or(cmp.Compare(a.Tags.LeaseTime, b.Tags.LeaseTime), strings.Compare(a.Name, b.Name))
-	})
 	var out []Conflict
 	for _, c := range leases.Conflicts {
 		w, l := byName[c.Winner], byName[c.Loser]
 		if w.Status != StatusFailed || l.Status != StatusAlive || l.Name == self {
 			continue
 		}
-		var pool []string
-		for _, m := range old {
-			if m.Name != l.Name && len(pool) < senderPool {
-				pool = append(pool, m.Name)
-			}
-		}
+		pool := oldestClaims(members, l.Name, senderPool)
 		slices.SortFunc(pool, func(a, b string) int { return cmp.Compare(rank(a, l.Name), rank(b, l.Name)) })
 		if slices.Contains(pool[:min(len(pool), noticeSenders)], self) {
 			out = append(out, c)

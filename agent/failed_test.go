@@ -104,13 +104,20 @@ func TestParseFailedNotice(t *testing.T) {
 	if err != nil || len(got) != 2 || got[1].Name != "gone2" {
 		t.Fatalf("good notice: %+v %v", got, err)
 	}
+	// An entry past the hold time is dropped, not the list (the sender's
+	// TTL may be longer).
+	stale := heldLease{Name: "long-gone", Block: "100.64.3.0/24", FailedFor: (2 * time.Minute).Milliseconds()}
+	got, err = parseHeld(enc(good[0], stale), time.Minute)
+	if err != nil || len(got) != 1 || got[0].Name != "gone" {
+		t.Errorf("notice with a stale entry: %+v %v", got, err)
+	}
 	bad := map[string][]byte{
 		"not json":     []byte("{"),
 		"empty":        []byte("[]"),
 		"no name":      enc(heldLease{Block: "100.64.1.0/24", FailedFor: 1}),
 		"long name":    enc(heldLease{Name: strings.Repeat("n", 200), Block: "100.64.1.0/24"}),
 		"negative age": enc(heldLease{Name: "gone", Block: "100.64.1.0/24", FailedFor: -1}),
-		"too old":      enc(heldLease{Name: "gone", Block: "100.64.1.0/24", FailedFor: (2 * time.Minute).Milliseconds()}),
+		"only too old": enc(stale),
 		"bad block":    enc(heldLease{Name: "gone", Block: "100.64.1.7/24"}),
 		"no block":     enc(heldLease{Name: "gone"}),
 		"one bad":      enc(good[0], heldLease{Name: "x", Block: "nope"}),
@@ -148,6 +155,15 @@ func TestHeldLeasesFitBudget(t *testing.T) {
 	if len(sizes) < 2 {
 		t.Errorf("40 members in %d batch(es)", len(sizes))
 	}
+	// A probe ack carries what fits of the list.
+	ack, rest, err := packHeld(heldEntries(held, leaseT0), ackBudget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parseHeld(ack, time.Hour)
+	if err != nil || len(ack) > ackBudget || len(got) == 0 || len(got)+len(rest) != 40 {
+		t.Errorf("ack of %d bytes (budget %d): %d members, %d left over, err %v", len(ack), ackBudget, len(got), len(rest), err)
+	}
 }
 
 func FuzzParseFailedNotice(f *testing.F) {
@@ -161,7 +177,7 @@ func FuzzParseFailedNotice(f *testing.F) {
 		}
 		for _, h := range held {
 			p, perr := netip.ParsePrefix(h.Block)
-			if h.Name == "" || h.FailedFor < 0 || h.Lt < 0 || perr != nil || p != p.Masked() {
+			if h.Name == "" || h.FailedFor < 0 || h.FailedFor > time.Hour.Milliseconds() || h.Lt < 0 || perr != nil || p != p.Masked() {
 				t.Fatalf("accepted %q as %+v", b, h)
 			}
 		}

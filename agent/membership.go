@@ -59,6 +59,8 @@ type MembershipConfig struct {
 	// HoldFor is how long a failed member learned from another member's
 	// notice is kept (the lease TTL); 0 means 10 minutes.
 	HoldFor time.Duration
+	// ignoreAcks learns nothing from probe acks (tests of the notices).
+	ignoreAcks bool
 }
 
 // Membership is this agent's view of the mesh, kept by Serf.
@@ -82,6 +84,16 @@ type Membership struct {
 	// learned are failed members known only from notices (failed.go).
 	learned map[string]learnedMember
 	holdFor time.Duration
+
+	// The held blocks in probe acks (failed.go): the payload this member
+	// sends and when it was built, and heard, closed at the first ack.
+	ackMu      sync.Mutex
+	ack        []byte
+	ackAt      time.Time
+	heard      chan struct{}
+	heardOnce  sync.Once
+	heldWait   time.Duration
+	ignoreAcks bool
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -127,6 +139,9 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	sc.RejoinAfterLeave = true
 	sc.EnableNameConflictResolution = true
 	sc.ValidateNodeNames = true
+	// Probe acks carry held blocks instead of Serf's network coordinates,
+	// which weft never reads (failed.go).
+	sc.DisableCoordinates = true
 	switch cfg.Profile {
 	case "", "lan":
 		sc.MemberlistConfig = memberlist.DefaultLANConfig()
@@ -147,6 +162,8 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	}
 	mc := sc.MemberlistConfig
 	mc.Name = cfg.NodeName
+	acks := &heldAcks{}
+	mc.Ping = acks
 	// Tag changes (a lease, a key) are rare and must reach every member:
 	// retransmit each broadcast more than memberlist's default before
 	// push-pull anti-entropy (tens of seconds in a big mesh) repairs a miss.
@@ -215,7 +232,12 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		decoded: map[string]decodedTags{},
 		holdFor: cfg.HoldFor,
 		cancel:  cancel,
+
+		heard:      make(chan struct{}),
+		heldWait:   2*mc.ProbeInterval + mc.ProbeTimeout,
+		ignoreAcks: cfg.ignoreAcks,
 	}
+	acks.m.Store(m)
 	m.wg.Add(2)
 	go m.loop(ctx)
 	go m.reconnectLoop(ctx)

@@ -50,6 +50,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Now:          a.cfg.Now,
 		Transport:    a.transport,
 		HoldFor:      a.cfg.Pool.TTL,
+		ignoreAcks:   a.noHeldAcks,
 	})
 	if err != nil {
 		return err
@@ -93,6 +94,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.close()
+
+	// A newcomer learns the blocks held for failed members before it
+	// claims one: memberlist does not tell it of them, its first probe's
+	// ack does (failed.go).
+	if !a.state.Block.IsValid() && !a.noHeldAcks && a.othersHoldBlocks() {
+		t0 := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-mem.HeardHeld():
+			a.log.Info("heard which blocks are held for failed members", "after", time.Since(t0).Round(time.Millisecond))
+		case <-time.After(mem.HeldWait()):
+			a.log.Warn("no probe ack told which blocks are held; claiming anyway", "waited", mem.HeldWait())
+		}
+	}
 
 	// A full pool is not fatal: blocks free up as members leave or their
 	// TTL runs out. Wait (not ready) and try again.
@@ -237,6 +253,15 @@ func (a *Agent) join() bool {
 	}
 	a.log.Info("joined the mesh", "contacted", n)
 	return true
+}
+
+// othersHoldBlocks reports whether another alive member claims a block:
+// one whose ack can list held blocks (a mesh that starts all at once has
+// none).
+func (a *Agent) othersHoldBlocks() bool {
+	return slices.ContainsFunc(a.mem.Members(), func(m Member) bool {
+		return m.Name != a.cfg.NodeName && m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid()
+	})
 }
 
 // alone reports whether no other member is alive.

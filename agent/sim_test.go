@@ -125,6 +125,9 @@ type sim struct {
 	// TTLs; the production default in benchmarks of many agents, where
 	// a pass every 2 s per agent would be the load being measured.
 	resync time.Duration
+	// noHeldAcks starts agents that learn nothing from probe acks
+	// (Agent.noHeldAcks).
+	noHeldAcks bool
 }
 
 func newSim(t testing.TB, pool LeaseConfig) *sim {
@@ -179,6 +182,7 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 		s.t.Fatal(err)
 	}
 	a.noDevice = true
+	a.noHeldAcks = s.noHeldAcks
 	a.transport = tr.Transport
 	ctx, cancel := context.WithCancel(context.Background())
 	sa := &simAgent{Agent: a, addr: tr.self, cancel: cancel, done: make(chan error, 1)}
