@@ -111,9 +111,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	// A full pool is not fatal: blocks free up as members leave or their
-	// TTL runs out. Wait (not ready) and try again.
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-		_, err := a.claimLease(a.mem.Members(), true)
+	// TTL runs out. Wait (not ready) and try again: when a failed
+	// member's TTL ends, when members change (at most every
+	// fullPoolRecheck), and at least after a backoff.
+	for wait := time.Second; ; {
+		members := a.mem.Members()
+		_, err := a.claimLease(members, true)
 		if err == nil {
 			break
 		}
@@ -123,11 +126,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mu.Lock()
 		a.last.err = err
 		a.mu.Unlock()
-		a.log.Warn("no free block yet; waiting", "err", err, "retry_in", wait)
+		retry := wait
+		if end := firstExpiry(members, a.cfg.Pool.TTL, a.cfg.Now()); !end.IsZero() {
+			retry = min(retry, end.Sub(a.cfg.Now())+10*time.Millisecond)
+		}
+		a.log.Warn("no free block yet; waiting", "err", err, "retry_in", retry.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait):
+		case <-time.After(retry):
+			wait = min(2*wait, 30*time.Second)
+		case <-mem.Changed():
+			// A member left (its block is free at once) or a claim moved.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(fullPoolRecheck):
+			}
 		}
 	}
 	if !a.noDevice {
@@ -254,6 +269,11 @@ func (a *Agent) join() bool {
 	a.log.Info("joined the mesh", "contacted", n)
 	return true
 }
+
+// fullPoolRecheck is the least time between two claims of an agent that
+// waits for a free block while members change: a forming or rolling mesh
+// changes many times a second.
+const fullPoolRecheck = 250 * time.Millisecond
 
 // othersHoldBlocks reports whether another alive member claims a block:
 // one whose ack can list held blocks (a mesh that starts all at once has
@@ -617,12 +637,18 @@ func (a *Agent) doubtFailedWinners(members []Member, leases Leases, now time.Tim
 func (a *Agent) nextExpiry() time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return firstExpiry(a.last.members, a.cfg.Pool.TTL, a.last.at)
+}
+
+// firstExpiry is when the first failed member of members that holds a
+// block passes the lease TTL after `after`; zero if none will.
+func firstExpiry(members []Member, ttl time.Duration, after time.Time) time.Time {
 	var next time.Time
-	for _, m := range a.last.members {
+	for _, m := range members {
 		if m.Status != StatusFailed || !m.Tags.Block.IsValid() {
 			continue
 		}
-		if end := m.Since.Add(a.cfg.Pool.TTL); end.After(a.last.at) && (next.IsZero() || end.Before(next)) {
+		if end := m.Since.Add(ttl); end.After(after) && (next.IsZero() || end.Before(next)) {
 			next = end
 		}
 	}
