@@ -261,6 +261,11 @@ func (m *Membership) takeAck(from string, payload []byte) {
 	if m.ignoreAcks {
 		return
 	}
+	if len(payload) == 0 || payload[0] != '[' {
+		// Not a list: a version of weft that sent Serf's coordinates in
+		// acks, during a rolling update. Nothing to learn, nothing wrong.
+		return
+	}
 	held, err := parseHeld(payload, m.holdFor)
 	if err != nil {
 		m.log.Warn("ignoring held blocks in a probe ack", "from", from, "err", err)
