@@ -10,6 +10,10 @@ import "fmt"
 const nodeScript = `set -eu
 dir=$1 name=$2 ip=$3 bin=$4 images=$5 mounts=$6
 export PATH=$bin:/usr/sbin:/usr/bin:/sbin:/bin
+# libmount (mount here, and kubelet's mounts) keeps its table of
+# userspace mount options in /run/mount, on the machine's shared /run:
+# the node's own file instead.
+export LIBMOUNT_UTAB="$dir/utab"
 hostname "$name"
 # A sysfs of this network namespace (/sys/class/net shows the node's
 # links), with the cgroup tree carried across.
@@ -71,6 +75,11 @@ state = "/run/containerd"
     # Bring each pod's lo up in containerd itself: /opt/cni/bin holds only
     # what weft installs (no loopback plugin from a distribution package).
     use_internal_loopback = true
+
+# The "opt" service makes /opt/containerd/{bin,lib} on the machine's shared
+# /opt: the node's own /var/lib/containerd instead.
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/var/lib/containerd/opt"
 
 # NRI's socket (/var/run/nri/nri.sock) would be shared by every lab node:
 # the second containerd fails to bind it. The lab needs no NRI plugins.
