@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -82,7 +83,8 @@ func TestDetectWithoutTUN(t *testing.T) {
 	}
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--net", "sh", "-c",
 		`mount -t tmpfs none /dev/net && exec "$0" -test.run '^TestDetectWithoutTUN$' -test.count=1`, os.Args[0])
-	cmd.Env = append(os.Environ(), "WEFT_DETECT_CHILD=1")
+	// mount(8) would keep its utab in the machine's /run/mount.
+	cmd.Env = append(os.Environ(), "WEFT_DETECT_CHILD=1", "LIBMOUNT_UTAB="+filepath.Join(t.TempDir(), "utab"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
