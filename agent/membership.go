@@ -57,7 +57,8 @@ type MembershipConfig struct {
 	// the network between members); nil means the real one.
 	Transport memberlist.Transport
 	// HoldFor is how long a failed member learned from another member's
-	// notice is kept (the lease TTL); 0 means 10 minutes.
+	// probe ack or notice is kept, and how long this member lists its own
+	// failed members in its acks (the lease TTL); 0 means 10 minutes.
 	HoldFor time.Duration
 	// ignoreAcks learns nothing from probe acks (tests of the notices).
 	ignoreAcks bool

@@ -126,9 +126,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mu.Lock()
 		a.last.err = err
 		a.mu.Unlock()
-		retry := wait
-		if end := firstExpiry(members, a.cfg.Pool.TTL, a.cfg.Now()); !end.IsZero() {
-			retry = min(retry, end.Sub(a.cfg.Now())+10*time.Millisecond)
+		retry, now := wait, a.cfg.Now()
+		if end := firstExpiry(members, a.cfg.Pool.TTL, now); !end.IsZero() {
+			retry = min(retry, end.Sub(now)+10*time.Millisecond)
 		}
 		a.log.Warn("no free block yet; waiting", "err", err, "retry_in", retry.Round(time.Millisecond))
 		select {
