@@ -178,7 +178,6 @@ func (m *Membership) learn(held []heldLease) []string {
 	}
 	m.mu.Unlock()
 	if len(added) > 0 {
-		m.gen.Add(1)
 		m.notify()
 	}
 	return added

@@ -96,7 +96,7 @@ type Membership struct {
 	// as of membership generation heldGen: rebuilt only after gen moves.
 	held       []Member
 	heldGen    uint64
-	gen        atomic.Uint64 // bumped on every membership change and learn
+	gen        atomic.Uint64 // moved by notify, on every change
 	heard      chan struct{}
 	heardOnce  sync.Once
 	heldWait   time.Duration
@@ -291,7 +291,6 @@ func (m *Membership) loop(ctx context.Context) {
 					m.log.Debug("member event", "event", ev.Type.String(), "member", mem.Name, "status", mem.Status.String())
 				}
 				if changed {
-					m.gen.Add(1)
 					m.notify()
 				}
 			case *serf.Query:
@@ -301,7 +300,9 @@ func (m *Membership) loop(ctx context.Context) {
 	}
 }
 
+// notify moves the membership generation and fires Changed.
 func (m *Membership) notify() {
+	m.gen.Add(1)
 	select {
 	case m.changed <- struct{}{}:
 	default:
