@@ -231,29 +231,17 @@ func (m *Membership) ackPayload() []byte {
 	if m.ack != nil && now.Sub(m.ackAt) >= 0 && now.Sub(m.ackAt) < ackEvery {
 		return m.ack
 	}
-	// Listing every member costs O(members) each second: in a 1000-member
-	// simulation these listings were 4 % of the CPU. The failed members
-	// change only with the membership; their ages are taken anew below.
-	if gen := m.gen.Load(); m.held == nil || gen != m.heldGen {
-		ms := m.Members()
-		held := []Member{}
-		m.mu.Lock()
-		for _, f := range ms {
-			// Members has dropped learned entries that Serf knows of: what
-			// is still learned is second hand.
-			if _, learned := m.learned[f.Name]; !learned && f.Status == StatusFailed {
-				held = append(held, f)
-			}
-		}
-		m.mu.Unlock()
-		m.held, m.heldGen = held, gen
-	}
+	ms := m.Members()
 	var held []Member
-	for _, f := range m.held {
-		if now.Sub(f.Since) < m.holdFor {
+	m.mu.Lock()
+	for _, f := range ms {
+		// Members has dropped learned entries that Serf knows of: what is
+		// still learned is second hand.
+		if _, learned := m.learned[f.Name]; !learned && f.Status == StatusFailed && now.Sub(f.Since) < m.holdFor {
 			held = append(held, f)
 		}
 	}
+	m.mu.Unlock()
 	entries := heldEntries(held, now)
 	rand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
 	payload := []byte("[]")

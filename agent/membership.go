@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -89,14 +88,9 @@ type Membership struct {
 
 	// The held blocks in probe acks (failed.go): the payload this member
 	// sends and when it was built, and heard, closed at the first ack.
-	ackMu sync.Mutex
-	ack   []byte
-	ackAt time.Time
-	// held are the first-hand failed members the payload was built from,
-	// as of membership generation heldGen: rebuilt only after gen moves.
-	held       []Member
-	heldGen    uint64
-	gen        atomic.Uint64 // moved by notify, on every change
+	ackMu      sync.Mutex
+	ack        []byte
+	ackAt      time.Time
 	heard      chan struct{}
 	heardOnce  sync.Once
 	heldWait   time.Duration
@@ -300,9 +294,7 @@ func (m *Membership) loop(ctx context.Context) {
 	}
 }
 
-// notify moves the membership generation and fires Changed.
 func (m *Membership) notify() {
-	m.gen.Add(1)
 	select {
 	case m.changed <- struct{}{}:
 	default:
