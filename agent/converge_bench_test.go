@@ -64,7 +64,15 @@ func convergeOnce(b *testing.B, n int, inMemory bool) time.Duration {
 	for _, name := range all {
 		s.start(name, 0, false)
 	}
-	waitUntil(b, convWait(b), fmt.Sprintf("%d agents converged", n), func() error { return s.applied(all) })
+	trace, last := os.Getenv("WEFT_SIM_TRACE") != "", time.Now()
+	waitUntil(b, convWait(b), fmt.Sprintf("%d agents converged", n), func() error {
+		err := s.applied(all)
+		if err != nil && trace && time.Since(last) > time.Minute {
+			fmt.Fprintf(os.Stderr, "after %v: %s\n", time.Since(start).Round(time.Second), s.summary(all))
+			last = time.Now()
+		}
+		return err
+	})
 	took := time.Since(start)
 	b.StopTimer()
 	s.stopAll(all)

@@ -76,7 +76,7 @@ type Membership struct {
 	mu   sync.Mutex
 	seen map[string]seenStatus
 	want map[string]string // the tags we last set
-	// tagsSet tells the loop that SetTags ran (reassertTags).
+	// tagsSet tells the loop that SetTags ran (checkAdvertised).
 	tagsSet chan struct{}
 	rr      int // round robin over failed members
 	// decoded caches each member's decoded tags: Members runs on every
@@ -196,9 +196,6 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.AdvertiseAddr = cfg.Advertise.Addr().String()
 		mc.AdvertisePort = int(cfg.Advertise.Port())
 	}
-	if cfg.Transport != nil {
-		mc.Transport = cfg.Transport
-	}
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 		if err != nil {
@@ -208,14 +205,37 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+	}
 	lw := &logWriter{l: cfg.Logger.With("component", "serf")}
 	sc.Logger = log.New(lw, "", 0)
 	mc.Logger = sc.Logger
+	var own *gossipTransport
+	if mc.Transport == nil {
+		bind := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(mc.BindPort))
+		if cfg.Bind.IsValid() {
+			bind = cfg.Bind
+		}
+		if own, err = newGossipTransport(bind, sc.Logger); err != nil {
+			return nil, fmt.Errorf("membership: %w", err)
+		}
+		if mc.BindPort == 0 {
+			mc.BindPort = own.Port()
+			if mc.AdvertisePort == 0 {
+				mc.AdvertisePort = own.Port()
+			}
+		}
+		mc.Transport = own
+	}
 	events := make(chan serf.Event, 256)
 	sc.EventCh = events
 
 	s, err := serf.Create(sc)
 	if err != nil {
+		if own != nil {
+			own.Shutdown()
+		}
 		return nil, fmt.Errorf("membership: start serf on %s: %w", cfg.Bind, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -248,24 +268,20 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 // loop drains Serf's events; every member event marks the view changed.
 func (m *Membership) loop(ctx context.Context) {
 	defer m.wg.Done()
-	// Re-announce our tags a few times after each change (reassertTags).
-	check := time.NewTimer(time.Hour)
-	check.Stop()
+	// Check what memberlist advertises for us (checkAdvertised): soon
+	// after each change of our tags, then every selfCheck.
+	check := time.NewTimer(jitter(selfCheck))
 	defer check.Stop()
-	left := 0
 	lastTags := map[string]map[string]string{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.tagsSet:
-			left = len(reassertAfter)
-			check.Reset(jitter(reassertAfter[0]))
+			check.Reset(jitter(selfCheckAfterSet))
 		case <-check.C:
-			m.reassertTags()
-			if left--; left > 0 {
-				check.Reset(jitter(reassertAfter[len(reassertAfter)-left]))
-			}
+			m.checkAdvertised()
+			check.Reset(jitter(selfCheck))
 		case ev := <-m.events:
 			switch ev := ev.(type) {
 			case serf.MemberEvent:
@@ -343,32 +359,43 @@ func (m *Membership) SetTags(t Tags) error {
 	return nil
 }
 
-// reassertTags announces our tags again. memberlist (v0.7.0) can drop a
-// tag update for good: UpdateNode takes an incarnation number, and a
-// refutation running at the same moment (common on a busy node whose probes
-// time out) takes a higher one and re-broadcasts the old metadata; the
-// update is then "older" and discarded, and every later refutation and
-// push-pull repeats the old tags. memberlist offers no race-free way to read
-// back what it advertises for us, so the tags are re-announced a few times
-// after each change (reassertAfter), when that race can have happened.
+// checkAdvertised announces our tags again when memberlist advertises
+// others. memberlist (v0.7.0) can drop a tag update for good: UpdateNode
+// takes an incarnation number before it locks, and a refutation running at
+// the same moment (common on a busy node whose probes time out) takes a
+// higher one and re-broadcasts the old metadata; the update is then "older"
+// and discarded, and every later refutation and push-pull repeats the old
+// tags. Every member's view then holds our old tags (an old block) while we
+// hold the new one. Serf's LocalMember is memberlist's accepted state of us
+// (Serf updates it from memberlist's update events), so comparing it with
+// what we set finds exactly that case.
 //
-// Not on a fixed period: Serf encodes tags as a msgpack map in random key
-// order, so even unchanged tags look changed to every member, and each
-// re-announcement makes the whole mesh reconcile. A periodic one made an
-// idle 100-member mesh reconcile three times a second per agent.
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
-
-// reassertAfter are the gaps between a tag change and its re-announcements.
-var reassertAfter = [...]time.Duration{10 * time.Second, 30 * time.Second, time.Minute}
-
-func (m *Membership) reassertTags() {
+// Only on a difference: Serf encodes tags as a msgpack map in random key
+// order, so even unchanged tags look changed to every member, and a
+// periodic re-announcement makes the whole mesh gossip and reconcile.
+func (m *Membership) checkAdvertised() bool {
 	m.mu.Lock()
 	want := m.want
 	m.mu.Unlock()
+	if maps.Equal(m.serf.LocalMember().Tags, want) {
+		return false
+	}
+	m.log.Debug("memberlist advertises old tags for us; announcing again")
 	if err := m.serf.SetTags(want); err != nil && !strings.Contains(err.Error(), "timeout waiting for update broadcast") {
 		m.log.Warn("re-announcing tags failed", "err", err)
 	}
+	return true
 }
+
+// selfCheck is how often checkAdvertised runs (jittered), and
+// selfCheckAfterSet how soon after SetTags: a lost update is found within
+// seconds of the change that races.
+const (
+	selfCheck         = 15 * time.Second
+	selfCheckAfterSet = 2 * time.Second
+)
+
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
 
 // reconnectLoop runs reconnectFailed every 10 s, apart from the event loop: a
 // join to a member that is really gone blocks for the TCP timeout. It is

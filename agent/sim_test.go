@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -53,7 +55,7 @@ func (s *switchboard) cut(from, to string) bool {
 // silently drops what the switchboard says cannot pass. Filtering on the
 // sending side is enough because every member of a simulation uses one.
 type cutTransport struct {
-	*memberlist.NetTransport
+	*gossipTransport
 	self string
 	sb   *switchboard
 }
@@ -61,18 +63,18 @@ type cutTransport struct {
 var errCut = errors.New("partitioned")
 
 func newCutTransport(sb *switchboard) (*cutTransport, error) {
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0})
+	gt, err := newGossipTransport(netip.MustParseAddrPort("127.0.0.1:0"), log.New(io.Discard, "", 0))
 	if err != nil {
 		return nil, err
 	}
-	return &cutTransport{NetTransport: nt, self: fmt.Sprintf("127.0.0.1:%d", nt.GetAutoBindPort()), sb: sb}, nil
+	return &cutTransport{gossipTransport: gt, self: fmt.Sprintf("127.0.0.1:%d", gt.Port()), sb: sb}, nil
 }
 
 func (t *cutTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if t.sb.cut(t.self, addr) {
 		return time.Now(), nil
 	}
-	return t.NetTransport.WriteTo(b, addr)
+	return t.gossipTransport.WriteTo(b, addr)
 }
 
 func (t *cutTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
@@ -83,7 +85,7 @@ func (t *cutTransport) DialTimeout(addr string, d time.Duration) (net.Conn, erro
 	if t.sb.cut(t.self, addr) {
 		return nil, errCut
 	}
-	return t.NetTransport.DialTimeout(addr, d)
+	return t.gossipTransport.DialTimeout(addr, d)
 }
 
 func (t *cutTransport) DialAddressTimeout(a memberlist.Address, d time.Duration) (net.Conn, error) {
@@ -339,7 +341,7 @@ func (s *sim) applied(names []string) error {
 		}
 		for _, o := range names {
 			if seen[o] != blocks[o] {
-				return fmt.Errorf("%s's last pass saw %s with %v, it holds %v", n, o, seen[o], blocks[o])
+				return fmt.Errorf("%s's last pass saw %s with %v, it holds %v (and advertises %v)", n, o, seen[o], blocks[o], s.advertised(o))
 			}
 			if w, _ := leases.Owner(blocks[o]); w != o {
 				return fmt.Errorf("%s's last pass saw %s's block %s owned by %q", n, o, blocks[o], w)
@@ -347,6 +349,56 @@ func (s *sim) applied(names []string) error {
 		}
 	}
 	return nil
+}
+
+// summary counts how far the named agents are from applied(names): the
+// agents whose last pass is off, its entries that lack a member (not
+// alive there) or show another block, and the agents whose advertised
+// block is not the one they hold (WEFT_SIM_TRACE progress).
+func (s *sim) summary(names []string) string {
+	blocks := s.leases(names)
+	var offAgents, missing, wrong, advert int
+	for _, n := range names {
+		a := s.all[n]
+		a.mu.Lock()
+		members := a.last.members
+		a.mu.Unlock()
+		seen := make(map[string]netip.Prefix, len(members))
+		for _, m := range members {
+			if m.Status == StatusAlive {
+				seen[m.Name] = m.Tags.Block
+			}
+		}
+		off := false
+		for _, o := range names {
+			b, ok := seen[o]
+			switch {
+			case !ok:
+				missing++
+				off = true
+			case b != blocks[o]:
+				wrong++
+				off = true
+			}
+		}
+		if off {
+			offAgents++
+		}
+		if s.advertised(n) != blocks[n].String() {
+			advert++
+		}
+	}
+	return fmt.Sprintf("%d of %d agents' last pass is off (%d members not alive there, %d with another block); %d advertise a block they do not hold",
+		offAgents, len(names), missing, wrong, advert)
+}
+
+// advertised is the block that memberlist advertises for agent n.
+func (s *sim) advertised(n string) string {
+	t, err := DecodeTags(s.all[n].mem.serf.LocalMember().Tags)
+	if err != nil {
+		return err.Error()
+	}
+	return t.Block.String()
 }
 
 // describe says how agent n sees member w: its status there, first hand
