@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -184,7 +185,10 @@ func (s *apiServer) close() {
 	s.wg.Wait()
 }
 
-func (a *Agent) handler(withMetrics bool) http.Handler {
+// handler serves the API, metrics and health; with debug (the unix socket,
+// root only) also Go's profiles under /debug/pprof/, to see where an
+// agent's CPU and memory go on a live node.
+func (a *Agent) handler(debug bool) http.Handler {
 	mux := http.NewServeMux()
 	writeJSON := func(w http.ResponseWriter, v any) {
 		w.Header().Set("Content-Type", "application/json")
@@ -200,8 +204,10 @@ func (a *Agent) handler(withMetrics bool) http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	if withMetrics {
-		mux.Handle("GET /metrics", a.cfg.Registry)
+	mux.Handle("GET /metrics", a.cfg.Registry)
+	if debug {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	}
 	return mux
 }
@@ -242,7 +248,7 @@ func (a *Agent) serveMetrics(s *apiServer) error {
 	if err != nil {
 		return fmt.Errorf("agent metrics: %w", err)
 	}
-	s.start(&http.Server{Handler: a.handler(true), ReadHeaderTimeout: 5 * time.Second}, tl)
+	s.start(&http.Server{Handler: a.handler(false), ReadHeaderTimeout: 5 * time.Second}, tl)
 	return nil
 }
 
