@@ -24,8 +24,9 @@ DEB_CMDS := iperf3:iperf3 wg:wireguard-tools tcpdump:tcpdump ip:iproute2 ping:ip
 
 all: build
 
+# Static, as the image ships it (internal/e2e, internal/netlab build the same).
 build:
-	$(GO) build -o $(WEFT) ./cmd/weft
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(WEFT) ./cmd/weft
 
 deps:
 	@missing=""; \

@@ -16,10 +16,15 @@ import (
 // AgentPort is the gossip port lab agents bind on their node's underlay address.
 const AgentPort = 7946
 
-// BuildWeft builds the weft binary into dir and returns its path.
+// BuildWeft builds the weft binary into dir and returns its path. It is
+// built as the image ships it (static, -trimpath, -s -w; make build and
+// internal/e2e do the same), so what the lab measures, RSS above all, is
+// what a node runs.
 func BuildWeft(dir string) (string, error) {
 	bin := filepath.Join(dir, "weft")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/weftnet/weft/cmd/weft").CombinedOutput()
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/weftnet/weft/cmd/weft")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("build weft: %w\n%s", err, out)
 	}
