@@ -286,24 +286,21 @@ func (m *Membership) HeardHeld() <-chan struct{} { return m.heard }
 // to a member that did not answer in time.
 func (m *Membership) HeldWait() time.Duration { return m.heldWait }
 
-// oldestClaims returns the names of up to n alive members other than
-// except with a block, oldest claim first (then by name): every member
-// with the same view picks the same ones.
-func oldestClaims(members []Member, except string, n int) []string {
-	var old []Member
-	for _, m := range members {
-		if m.Name != except && m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
-			old = append(old, m)
+// oldestClaims returns the indexes of the alive members with a block,
+// oldest claim first (then by name): every member with the same view
+// orders them alike.
+func oldestClaims(members []Member) []int {
+	var old []int
+	for i, m := range members {
+		if m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
+			old = append(old, i)
 		}
 	}
-	slices.SortFunc(old, func(a, b Member) int {
-		return cmp.Or(cmp.Compare(a.Tags.LeaseTime, b.Tags.LeaseTime), strings.Compare(a.Name, b.Name))
+	slices.SortFunc(old, func(a, b int) int {
+		ma, mb := &members[a], &members[b]
+		return cmp.Or(cmp.Compare(ma.Tags.LeaseTime, mb.Tags.LeaseTime), strings.Compare(ma.Name, mb.Name))
 	})
-	var out []string
-	for _, m := range old[:min(n, len(old))] {
-		out = append(out, m.Name)
-	}
-	return out
+	return old
 }
 
 // parseFailedNotice decodes and checks a notice, which names at least one
@@ -392,18 +389,36 @@ const senderPool = 16
 // come from the tags, so every member picks the same senders. Pure: the
 // agent passes its view.
 func failedWinners(self string, members []Member, leases Leases) []Conflict {
-	byName := make(map[string]Member, len(members))
-	for _, m := range members {
-		byName[m.Name] = m
+	if len(leases.Conflicts) == 0 {
+		return nil
 	}
+	// Indexes, not copies: in a 1000-member mesh the copies of every
+	// member, per conflict, were a tenth of a simulation's live heap.
+	byName := make(map[string]int, len(members))
+	for i := range members {
+		byName[members[i].Name] = i
+	}
+	var claims []int // built for the first conflict that needs it
 	var out []Conflict
 	for _, c := range leases.Conflicts {
-		w, l := byName[c.Winner], byName[c.Loser]
-		if w.Status != StatusFailed || l.Status != StatusAlive || l.Name == self {
+		wi, wok := byName[c.Winner]
+		li, lok := byName[c.Loser]
+		if !wok || !lok || members[wi].Status != StatusFailed || members[li].Status != StatusAlive || c.Loser == self {
 			continue
 		}
-		pool := oldestClaims(members, l.Name, senderPool)
-		slices.SortFunc(pool, func(a, b string) int { return cmp.Compare(rank(a, l.Name), rank(b, l.Name)) })
+		if claims == nil {
+			claims = oldestClaims(members)
+		}
+		// The senderPool oldest claims but the loser's.
+		pool := make([]string, 0, senderPool)
+		for _, i := range claims {
+			if n := members[i].Name; n != c.Loser {
+				if pool = append(pool, n); len(pool) == senderPool {
+					break
+				}
+			}
+		}
+		slices.SortFunc(pool, func(a, b string) int { return cmp.Compare(rank(a, c.Loser), rank(b, c.Loser)) })
 		if slices.Contains(pool[:min(len(pool), noticeSenders)], self) {
 			out = append(out, c)
 		}
