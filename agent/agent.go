@@ -247,6 +247,10 @@ type Agent struct {
 	noHeldAcks bool
 	// transport replaces memberlist's network (partition tests).
 	transport memberlist.Transport
+	// passed, if set, gets each pass's snapshot and the block held after
+	// it, outside the agent's lock: a simulation of 1000 agents on two
+	// cores checks them without waiting on 1000 contended locks.
+	passed func(snapshot, netip.Prefix)
 }
 
 // snapshot is the outcome of the last reconcile, for the API.

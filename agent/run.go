@@ -562,7 +562,11 @@ func (a *Agent) reconcile() (err error) {
 	err = errors.Join(append(errs, claimErr)...)
 	a.mu.Lock()
 	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err}
+	snap, block := a.last, a.tags.Block
 	a.mu.Unlock()
+	if a.passed != nil {
+		a.passed(snap, block)
+	}
 	a.metrics.observe(members, leases, want)
 	return err
 }

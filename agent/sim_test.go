@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,6 +100,14 @@ type simAgent struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan error
+	// pass is the agent's last reconcile pass (Agent.passed), read without
+	// its lock.
+	pass atomic.Pointer[simPass]
+}
+
+type simPass struct {
+	snap  snapshot
+	block netip.Prefix
 }
 
 type sim struct {
@@ -188,6 +197,7 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 	a.transport = tr.Transport
 	ctx, cancel := context.WithCancel(context.Background())
 	sa := &simAgent{Agent: a, addr: tr.self, cancel: cancel, done: make(chan error, 1)}
+	a.passed = func(snap snapshot, block netip.Prefix) { sa.pass.Store(&simPass{snap, block}) }
 	go func() { sa.done <- a.Run(ctx) }()
 	if s.seed == "" {
 		s.seed = tr.self
@@ -324,15 +334,21 @@ func (s *sim) settled(names []string) error {
 // and as its owner. It reads the agents' snapshots instead of recomputing
 // 1000 views, which on two cores under 1000 agents took minutes a check.
 func (s *sim) applied(names []string) error {
-	blocks, err := s.distinctBlocks(names)
-	if err != nil {
-		return err
+	passes := make(map[string]*simPass, len(names))
+	owner := map[netip.Prefix]string{}
+	blocks := make(map[string]netip.Prefix, len(names))
+	for _, n := range names {
+		p := s.all[n].pass.Load()
+		if p == nil || !p.block.IsValid() {
+			return fmt.Errorf("%s has no block after a pass", n)
+		}
+		if o, dup := owner[p.block]; dup {
+			return fmt.Errorf("%s and %s both hold %s after their last passes", o, n, p.block)
+		}
+		passes[n], owner[p.block], blocks[n] = p, n, p.block
 	}
 	for _, n := range names {
-		a := s.all[n]
-		a.mu.Lock()
-		members, leases := a.last.members, a.last.leases
-		a.mu.Unlock()
+		members, leases := passes[n].snap.members, passes[n].snap.leases
 		seen := make(map[string]netip.Prefix, len(members))
 		for _, m := range members {
 			if m.Status == StatusAlive {
@@ -356,13 +372,18 @@ func (s *sim) applied(names []string) error {
 // alive there) or show another block, and the agents whose advertised
 // block is not the one they hold (WEFT_SIM_TRACE progress).
 func (s *sim) summary(names []string) string {
-	blocks := s.leases(names)
+	blocks := make(map[string]netip.Prefix, len(names))
+	for _, n := range names {
+		if p := s.all[n].pass.Load(); p != nil {
+			blocks[n] = p.block
+		}
+	}
 	var offAgents, missing, wrong, advert int
 	for _, n := range names {
-		a := s.all[n]
-		a.mu.Lock()
-		members := a.last.members
-		a.mu.Unlock()
+		var members []Member
+		if p := s.all[n].pass.Load(); p != nil {
+			members = p.snap.members
+		}
 		seen := make(map[string]netip.Prefix, len(members))
 		for _, m := range members {
 			if m.Status == StatusAlive {
