@@ -11,7 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
+	rtmetrics "runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -368,9 +368,10 @@ func (s *sim) applied(names []string) error {
 }
 
 // summary counts how far the named agents are from applied(names): the
-// agents whose last pass is off, its entries that lack a member (not
-// alive there) or show another block, and the agents whose advertised
-// block is not the one they hold (WEFT_SIM_TRACE progress).
+// agents whose last pass is off, and its entries that lack a member (not
+// alive there) or show another block (WEFT_SIM_TRACE progress). It takes
+// no lock of an agent or of Serf: under 1000 agents on two cores, 1000
+// contended locks held one check for minutes.
 func (s *sim) summary(names []string) string {
 	blocks := make(map[string]netip.Prefix, len(names))
 	for _, n := range names {
@@ -378,7 +379,7 @@ func (s *sim) summary(names []string) string {
 			blocks[n] = p.block
 		}
 	}
-	var offAgents, missing, wrong, advert int
+	var offAgents, missing, wrong int
 	for _, n := range names {
 		var members []Member
 		if p := s.all[n].pass.Load(); p != nil {
@@ -405,12 +406,9 @@ func (s *sim) summary(names []string) string {
 		if off {
 			offAgents++
 		}
-		if s.advertised(n) != blocks[n].String() {
-			advert++
-		}
 	}
-	return fmt.Sprintf("%d of %d agents' last pass is off (%d members not alive there, %d with another block); %d advertise a block they do not hold",
-		offAgents, len(names), missing, wrong, advert)
+	return fmt.Sprintf("%d of %d agents' last pass is off (%d members not alive there, %d with another block)",
+		offAgents, len(names), missing, wrong)
 }
 
 // advertised is the block that memberlist advertises for agent n.
@@ -465,10 +463,12 @@ func waitUntil(t testing.TB, d time.Duration, what string, cond func() error) ti
 			return time.Since(start)
 		}
 		if trace && time.Since(lastTrace) > 10*time.Second {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
+			// runtime/metrics, not ReadMemStats: that stops the world,
+			// which under 1000 agents took half a minute.
+			heap := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+			rtmetrics.Read(heap)
 			fmt.Fprintf(os.Stderr, "%s after %v (heap %d MiB, check %v): %v\n", what, time.Since(start).Round(time.Second),
-				ms.HeapAlloc>>20, time.Since(t0).Round(time.Millisecond), err)
+				heap[0].Value.Uint64()>>20, time.Since(t0).Round(time.Millisecond), err)
 			lastTrace = time.Now()
 		}
 		// A check over hundreds of agents' views costs real CPU: poll at
