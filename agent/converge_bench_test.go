@@ -64,15 +64,24 @@ func convergeOnce(b *testing.B, n int, inMemory bool) time.Duration {
 	for _, name := range all {
 		s.start(name, 0, false)
 	}
-	trace, last := os.Getenv("WEFT_SIM_TRACE") != "", time.Now()
-	waitUntil(b, convWait(b), fmt.Sprintf("%d agents converged", n), func() error {
-		err := s.applied(all)
-		if err != nil && trace && time.Since(last) > time.Minute {
-			fmt.Fprintf(os.Stderr, "after %v: %s\n", time.Since(start).Round(time.Second), s.summary(all))
-			last = time.Now()
-		}
-		return err
-	})
+	stop := make(chan struct{})
+	defer close(stop)
+	if os.Getenv("WEFT_SIM_TRACE") != "" {
+		// Progress apart from the check, which must stay cheap to poll.
+		go func() {
+			t := time.NewTicker(2 * time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					fmt.Fprintf(os.Stderr, "after %v: %s\n", time.Since(start).Round(time.Second), s.summary(all))
+				}
+			}
+		}()
+	}
+	waitUntil(b, convWait(b), fmt.Sprintf("%d agents converged", n), func() error { return s.applied(all) })
 	took := time.Since(start)
 	b.StopTimer()
 	s.stopAll(all)

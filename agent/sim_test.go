@@ -462,19 +462,20 @@ func waitUntil(t testing.TB, d time.Duration, what string, cond func() error) ti
 		if err = cond(); err == nil {
 			return time.Since(start)
 		}
+		took := time.Since(t0)
 		if trace && time.Since(lastTrace) > 10*time.Second {
 			// runtime/metrics, not ReadMemStats: that stops the world,
 			// which under 1000 agents took half a minute.
 			heap := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 			rtmetrics.Read(heap)
 			fmt.Fprintf(os.Stderr, "%s after %v (heap %d MiB, check %v): %v\n", what, time.Since(start).Round(time.Second),
-				heap[0].Value.Uint64()>>20, time.Since(t0).Round(time.Millisecond), err)
+				heap[0].Value.Uint64()>>20, took.Round(time.Millisecond), err)
 			lastTrace = time.Now()
 		}
 		// A check over hundreds of agents' views costs real CPU: poll at
 		// most a third of the time, or the test starves the gossip it
 		// waits for.
-		time.Sleep(max(100*time.Millisecond, 2*time.Since(t0)))
+		time.Sleep(max(100*time.Millisecond, 2*took))
 	}
 	t.Fatalf("%s: not within %v: %v", what, d, err)
 	return 0
