@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -90,6 +91,7 @@ func BenchmarkMesh25(b *testing.B) {
 	time.Sleep(window)
 	var sum, worst float64
 	var largest map[string]float64
+	var largestProc *agentProc
 	var rss []float64
 	for i, p := range ps {
 		mc := (cpuSeconds(b, p.Pid()) - before[i]) / window.Seconds() * 1000
@@ -97,11 +99,12 @@ func BenchmarkMesh25(b *testing.B) {
 		worst = max(worst, mc)
 		m := memMiB(b, p.Pid())
 		if m["VmRSS"] > largest["VmRSS"] {
-			largest = m
+			largest, largestProc = m, p
 		}
 		rss = append(rss, m["VmRSS"])
 		b.Logf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f)", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"])
 	}
+	b.Logf("%s, the largest: %s", largestProc.node.Name, heapSummary(largestProc))
 	slices.Sort(rss)
 	b.ReportMetric(sum/float64(len(ps)), "idle-millicores")
 	b.ReportMetric(worst, "idle-millicores-max")
@@ -158,3 +161,27 @@ func memMiB(tb testing.TB, pid int) map[string]float64 {
 type agentMember = agent.MemberReport
 
 const sigterm = syscall.SIGTERM
+
+// heapSummary is the Go runtime's own account of an agent's memory, from
+// its local API's /debug/pprof/heap.
+func heapSummary(p *agentProc) string {
+	c := agent.NewClient(p.Socket())
+	resp, err := c.HTTP.Get("http://agent/debug/pprof/heap?debug=1")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, l := range strings.Split(string(body), "\n") {
+		for _, k := range []string{"HeapInuse", "HeapIdle", "HeapReleased", "Stack", "GCSys", "OtherSys", "NumGC"} {
+			if strings.HasPrefix(l, "# "+k+" = ") {
+				out = append(out, strings.TrimPrefix(l, "# "))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
+}
