@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -15,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/weftnet/weft/internal/netlab"
 )
 
 // The images the lab's nodes import; there is no registry, so every pod
@@ -91,26 +92,16 @@ func image(files []file, entrypoint, cmd []string) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
-// buildStatic builds a static binary of pkg into out.
-func buildStatic(pkg, out string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
-}
-
 // BuildImages builds weft and testapp statically into dir and writes the
 // four images as one docker-archive, which `ctr images import` reads. It
 // returns the archive's path and the static weft binary's.
 func BuildImages(dir string) (archive, weftBin string, err error) {
 	weftBin = filepath.Join(dir, "weft")
 	appBin := filepath.Join(dir, "testapp")
-	if err := buildStatic("github.com/weftnet/weft/cmd/weft", weftBin); err != nil {
+	if err := netlab.BuildStatic("github.com/weftnet/weft/cmd/weft", weftBin); err != nil {
 		return "", "", err
 	}
-	if err := buildStatic("github.com/weftnet/weft/internal/e2e/testapp", appBin); err != nil {
+	if err := netlab.BuildStatic("github.com/weftnet/weft/internal/e2e/testapp", appBin); err != nil {
 		return "", "", err
 	}
 	weft, err := os.ReadFile(weftBin)

@@ -17,18 +17,25 @@ import (
 const AgentPort = 7946
 
 // BuildWeft builds the weft binary into dir and returns its path. It is
-// built as the image ships it (static, -trimpath, -s -w; make build and
-// internal/e2e do the same), so what the lab measures, RSS above all, is
-// what a node runs.
+// built as the image ships it (BuildStatic; make build does the same), so
+// what the lab measures, RSS above all, is what a node runs.
 func BuildWeft(dir string) (string, error) {
 	bin := filepath.Join(dir, "weft")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/weftnet/weft/cmd/weft")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build weft: %w\n%s", err, out)
+	if err := BuildStatic("github.com/weftnet/weft/cmd/weft", bin); err != nil {
+		return "", err
 	}
 	return bin, nil
+}
+
+// BuildStatic builds pkg into out as weft's images ship their binaries:
+// static (no cgo), -trimpath, -s -w.
+func BuildStatic(pkg, out string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
 }
 
 // BuildWeftTemp builds the weft binary into a new temporary directory
