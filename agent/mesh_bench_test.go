@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -165,18 +164,8 @@ const sigterm = syscall.SIGTERM
 // heapSummary is the Go runtime's own account of an agent's memory, from
 // its local API's /debug/pprof/heap.
 func heapSummary(p *agentProc) string {
-	c := agent.NewClient(p.Socket())
-	resp, err := c.HTTP.Get("http://agent/debug/pprof/heap?debug=1")
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err.Error()
-	}
 	var out []string
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range strings.Split(p.Get("/debug/pprof/heap?debug=1"), "\n") {
 		for _, k := range []string{"HeapInuse", "HeapIdle", "HeapReleased", "Stack", "GCSys", "OtherSys", "NumGC"} {
 			if strings.HasPrefix(l, "# "+k+" = ") {
 				out = append(out, strings.TrimPrefix(l, "# "))

@@ -164,11 +164,15 @@ func (a *Agent) Status() (agent.Report, error) {
 }
 
 // Metrics returns the agent's /metrics text, "" when unreachable.
-func (a *Agent) Metrics() string {
+func (a *Agent) Metrics() string { return a.Get("/metrics") }
+
+// Get returns the body of path on the agent's local API, "" when
+// unreachable.
+func (a *Agent) Get(path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	c := agent.NewClient(a.Socket())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
 	if err != nil {
 		return ""
 	}
