@@ -282,17 +282,45 @@ func (s *sim) lastErr(name string) error {
 // holds one and no two hold the same.
 func (s *sim) distinctBlocks(names []string) (map[string]netip.Prefix, error) {
 	blocks := s.leases(names)
-	owner := map[netip.Prefix]string{}
-	for n, b := range blocks {
-		if !b.IsValid() {
-			return nil, fmt.Errorf("%s has no block", n)
-		}
-		if o, dup := owner[b]; dup {
-			return nil, fmt.Errorf("%s and %s both hold %s (%s: %v; %s: %v)", o, n, b, o, s.lastErr(o), n, s.lastErr(n))
-		}
-		owner[b] = n
+	switch none, a, b := clash(names, blocks); {
+	case none != "":
+		return nil, fmt.Errorf("%s has no block", none)
+	case a != "":
+		return nil, fmt.Errorf("%s and %s both hold %s (%s: %v; %s: %v)", a, b, blocks[a], a, s.lastErr(a), b, s.lastErr(b))
 	}
 	return blocks, nil
+}
+
+// clash finds, in names' order, the first agent without a block in blocks
+// (none), or else the first two holding the same block (a, b).
+func clash(names []string, blocks map[string]netip.Prefix) (none, a, b string) {
+	owner := make(map[netip.Prefix]string, len(names))
+	for _, n := range names {
+		blk := blocks[n]
+		if !blk.IsValid() {
+			return n, "", ""
+		}
+		if o, dup := owner[blk]; dup {
+			return "", o, n
+		}
+		owner[blk] = n
+	}
+	return "", "", ""
+}
+
+// lastPasses loads the named agents' last passes (nil before the first)
+// and the blocks they held after them.
+func (s *sim) lastPasses(names []string) (map[string]*simPass, map[string]netip.Prefix) {
+	passes := make(map[string]*simPass, len(names))
+	blocks := make(map[string]netip.Prefix, len(names))
+	for _, n := range names {
+		p := s.all[n].pass.Load()
+		passes[n] = p
+		if p != nil {
+			blocks[n] = p.block
+		}
+	}
+	return passes, blocks
 }
 
 // settled reports nil once every named agent has a block, no two share one,
@@ -335,18 +363,12 @@ func (s *sim) settled(names []string) error {
 // and as its owner. It reads the agents' snapshots instead of recomputing
 // 1000 views, which on two cores under 1000 agents took minutes a check.
 func (s *sim) applied(names []string) error {
-	passes := make(map[string]*simPass, len(names))
-	owner := map[netip.Prefix]string{}
-	blocks := make(map[string]netip.Prefix, len(names))
-	for _, n := range names {
-		p := s.all[n].pass.Load()
-		if p == nil || !p.block.IsValid() {
-			return fmt.Errorf("%s has no block after a pass", n)
-		}
-		if o, dup := owner[p.block]; dup {
-			return fmt.Errorf("%s and %s both hold %s after their last passes", o, n, p.block)
-		}
-		passes[n], owner[p.block], blocks[n] = p, n, p.block
+	passes, blocks := s.lastPasses(names)
+	switch none, a, b := clash(names, blocks); {
+	case none != "":
+		return fmt.Errorf("%s has no block after a pass", none)
+	case a != "":
+		return fmt.Errorf("%s and %s both hold %s after their last passes", a, b, blocks[a])
 	}
 	sorted := slices.Sorted(slices.Values(names))
 	for _, n := range names {
@@ -396,17 +418,12 @@ func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) 
 // no lock of an agent or of Serf: under 1000 agents on two cores, 1000
 // contended locks held one check for minutes.
 func (s *sim) summary(names []string) string {
-	blocks := make(map[string]netip.Prefix, len(names))
-	for _, n := range names {
-		if p := s.all[n].pass.Load(); p != nil {
-			blocks[n] = p.block
-		}
-	}
+	passes, blocks := s.lastPasses(names)
 	sorted := slices.Sorted(slices.Values(names))
 	var offAgents, missing, wrong int
 	for _, n := range names {
 		var snap snapshot
-		if p := s.all[n].pass.Load(); p != nil {
+		if p := passes[n]; p != nil {
 			snap = p.snap
 		}
 		m, w, _ := lastPassOff(snap, sorted, blocks)
