@@ -205,14 +205,13 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
-	if cfg.Transport != nil {
-		mc.Transport = cfg.Transport
-	}
 	lw := &logWriter{l: cfg.Logger.With("component", "serf")}
 	sc.Logger = log.New(lw, "", 0)
 	mc.Logger = sc.Logger
 	var own *gossipTransport
-	if mc.Transport == nil {
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+	} else {
 		bind := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(mc.BindPort))
 		if cfg.Bind.IsValid() {
 			bind = cfg.Bind
