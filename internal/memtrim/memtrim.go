@@ -50,11 +50,20 @@ func (r Result) Bytes() uint64 {
 // ExecutableMappings lists the read-only mappings (code and read-only
 // data) of the running executable from /proc/self/smaps.
 func ExecutableMappings() ([]Mapping, error) {
-	exe, err := os.Readlink("/proc/self/exe")
+	exe, err := executable()
 	if err != nil {
-		return nil, fmt.Errorf("memtrim: %w", err)
+		return nil, err
 	}
 	return fileMappings(exe)
+}
+
+// executable is the path of the running executable, as smaps names it.
+func executable() (string, error) {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return "", fmt.Errorf("memtrim: %w", err)
+	}
+	return exe, nil
 }
 
 // fileMappings lists this process's read-only mappings of path.
@@ -117,9 +126,9 @@ func parseSmaps(b []byte, path string) ([]Mapping, error) {
 
 // Trim drops the executable's clean read-only pages from the resident set.
 func Trim() (Result, error) {
-	exe, err := os.Readlink("/proc/self/exe")
+	exe, err := executable()
 	if err != nil {
-		return Result{}, fmt.Errorf("memtrim: %w", err)
+		return Result{}, err
 	}
 	return trimFile(exe)
 }
@@ -138,17 +147,10 @@ func trimFile(path string) (Result, error) {
 			r.Skipped = append(r.Skipped, m)
 			continue
 		}
-		if err := madvise(m, unix.MADV_DONTNEED); err != nil {
-			return r, err
+		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.Start, m.End-m.Start, unix.MADV_DONTNEED); errno != 0 {
+			return r, fmt.Errorf("memtrim: madvise %#x-%#x (%s) DONTNEED: %w", m.Start, m.End, m.Perms, errno)
 		}
 		r.Trimmed = append(r.Trimmed, m)
 	}
 	return r, nil
-}
-
-func madvise(m Mapping, advice int) error {
-	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.Start, m.End-m.Start, uintptr(advice)); errno != 0 {
-		return fmt.Errorf("memtrim: madvise %#x-%#x (%s) %d: %w", m.Start, m.End, m.Perms, advice, errno)
-	}
-	return nil
 }
