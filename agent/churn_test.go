@@ -183,10 +183,14 @@ func TestPartitionHealResolvesConflict(t *testing.T) {
 	before := s.leases(everyone)
 
 	s.sb.partition(true)
+	// Every member of side B, before the clock jumps: the TTL of a failure
+	// runs from when each saw it.
 	waitUntil(t, time.Minute, "side B sees side A failed", func() error {
-		for _, m := range s.all["b1"].mem.Members() {
-			if (m.Name == "a1" || m.Name == "a2") && m.Status != StatusFailed {
-				return fmt.Errorf("b1 sees %s %s", m.Name, m.Status)
+		for _, b := range sideB {
+			for _, m := range s.all[b].mem.Members() {
+				if (m.Name == "a1" || m.Name == "a2") && m.Status != StatusFailed {
+					return fmt.Errorf("%s sees %s %s", b, m.Name, m.Status)
+				}
 			}
 		}
 		return nil

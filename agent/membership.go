@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -78,7 +79,9 @@ type Membership struct {
 	want map[string]string // the tags we last set
 	// tagsSet tells the loop that SetTags ran (checkAdvertised).
 	tagsSet chan struct{}
-	rr      int // round robin over failed members
+	// checking is set while a checkAdvertised runs.
+	checking atomic.Bool
+	rr       int // round robin over failed members
 	// decoded caches each member's decoded tags: Members runs on every
 	// reconcile and decoding hundreds of tag sets each time shows up.
 	decoded map[string]decodedTags
@@ -271,6 +274,19 @@ func (m *Membership) loop(ctx context.Context) {
 	// after each change of our tags, then every selfCheck.
 	check := time.NewTimer(jitter(selfCheck))
 	defer check.Stop()
+	// The first check after a change announces the tags once more in any
+	// case. A change of our tags (a lease, a key) is the one message every
+	// member must get, and memberlist neither confirms delivery nor repeats
+	// a broadcast once its retransmissions are spent; anti-entropy
+	// (push-pull) repairs a miss only after tens of seconds. In the
+	// real-node cluster a new node's lease reached nobody for 42 s once in
+	// about a dozen installs on a loaded machine, although the node's own
+	// memberlist took the new tags at once (its update event is in the
+	// log); pods on the other nodes could not reach its pods meanwhile. So
+	// each change goes out twice, the second time 1-3 s later with a new
+	// incarnation. Members that had the first take the second as no change
+	// (the tags are compared below), so it costs one small broadcast.
+	again := false
 	lastTags := map[string]map[string]string{}
 	for {
 		select {
@@ -278,14 +294,29 @@ func (m *Membership) loop(ctx context.Context) {
 			return
 		case <-m.tagsSet:
 			check.Reset(jitter(selfCheckAfterSet))
+			again = true
 		case <-check.C:
-			m.checkAdvertised()
+			// Apart from this loop: an announcement waits up to Serf's
+			// BroadcastTimeout (5 s) for its broadcast, and meanwhile
+			// Serf's event channel must be drained. Serf sends to it with
+			// memberlist's node lock held, so a full channel would stop
+			// gossip and probes too.
+			if m.checking.CompareAndSwap(false, true) {
+				m.wg.Add(1)
+				go func(again bool) {
+					defer m.wg.Done()
+					defer m.checking.Store(false)
+					m.checkAdvertised(again)
+				}(again)
+				again = false
+			}
 			check.Reset(jitter(selfCheck))
 		case ev := <-m.events:
 			switch ev := ev.(type) {
 			case serf.MemberEvent:
 				changed := false
 				for _, mem := range ev.Members {
+					m.stamp(mem.Name, statusOf(mem.Status))
 					// Serf reports a re-announcement of the same tags as an
 					// update (its msgpack map order is random): not a change.
 					if ev.Type == serf.EventMemberUpdate && maps.Equal(lastTags[mem.Name], mem.Tags) {
@@ -350,7 +381,7 @@ func (m *Membership) SetTags(t Tags) error {
 		// Serf has taken the tags and gossip carries them on; only the wait
 		// for the first broadcast ran out (a busy node). Not a failure.
 		if strings.Contains(err.Error(), "timeout waiting for update broadcast") {
-			m.log.Debug("tag update still spreading", "err", err)
+			m.log.Info("tag update not yet spread; gossip carries it on", "err", err)
 			return nil
 		}
 		return fmt.Errorf("membership: set tags: %w", err)
@@ -372,14 +403,20 @@ func (m *Membership) SetTags(t Tags) error {
 // Only on a difference: Serf encodes tags as a msgpack map in random key
 // order, so even unchanged tags look changed to every member, and a
 // periodic re-announcement makes the whole mesh gossip and reconcile.
-func (m *Membership) checkAdvertised() bool {
+//
+// again announces even when memberlist advertises what we want (the first
+// check after a change, see loop).
+func (m *Membership) checkAdvertised(again bool) bool {
 	m.mu.Lock()
 	want := m.want
 	m.mu.Unlock()
 	if maps.Equal(m.serf.LocalMember().Tags, want) {
-		return false
+		if !again {
+			return false
+		}
+	} else {
+		m.log.Info("memberlist advertises old tags for us; announcing again")
 	}
-	m.log.Debug("memberlist advertises old tags for us; announcing again")
 	if err := m.serf.SetTags(want); err != nil && !strings.Contains(err.Error(), "timeout waiting for update broadcast") {
 		m.log.Warn("re-announcing tags failed", "err", err)
 	}
@@ -570,6 +607,20 @@ func (m *Membership) Members() []Member {
 	out = append(out, m.learnedMembers(present, now)...)
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// stamp records when a member's status changed, as Serf reports it. The
+// time a member failed starts its lease TTL, so it is taken when the event
+// comes, not when Members next runs: a reconcile pass may be seconds away
+// (paced), and a failure stamped late keeps the member's block held late.
+// A reaped member is forgotten by Members.
+func (m *Membership) stamp(name string, st Status) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.seen[name]; !ok || s.status != st {
+		m.seen[name] = seenStatus{status: st, since: now}
+	}
 }
 
 func statusOf(s serf.MemberStatus) Status {
