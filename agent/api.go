@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -278,20 +279,35 @@ func NewClient(socket string) *Client {
 	}}
 }
 
-func (c *Client) get(ctx context.Context, path string, v any) error {
+// Get fetches path from the agent's API and returns the body of a 200
+// reply: the JSON documents, /metrics, or Go's profiles under
+// /debug/pprof/ (a CPU profile takes its seconds; set HTTP.Timeout to 0).
+func (c *Client) Get(ctx context.Context, path string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("agent at %s: %w", c.Socket, err)
+		return nil, fmt.Errorf("agent at %s: %w", c.Socket, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("agent at %s: %s", c.Socket, resp.Status)
+		return nil, fmt.Errorf("agent at %s: %s", c.Socket, resp.Status)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("agent at %s: %w", c.Socket, err)
+	}
+	return b, nil
+}
+
+func (c *Client) get(ctx context.Context, path string, v any) error {
+	b, err := c.Get(ctx, path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("agent at %s: bad reply: %w", c.Socket, err)
 	}
 	return nil

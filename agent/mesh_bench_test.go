@@ -1,11 +1,14 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,7 +90,26 @@ func BenchmarkMesh25(b *testing.B) {
 	for i, p := range ps {
 		before[i] = cpuSeconds(b, p.Pid())
 	}
+	// WEFT_BENCH_PROFILES=dir keeps Go's profiles of two agents over the
+	// window: the join seed (n1, which every other joined through) and a
+	// typical one. Profiling costs those two some CPU.
+	var profiled sync.WaitGroup
+	if dir := os.Getenv("WEFT_BENCH_PROFILES"); dir != "" {
+		for _, p := range []*agentProc{ps[0], ps[len(ps)/2]} {
+			profiled.Add(1)
+			go func() {
+				defer profiled.Done()
+				saveProfile(b, p, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(window.Seconds())-2), filepath.Join(dir, p.node.Name+".cpu.pb.gz"))
+			}()
+		}
+	}
 	time.Sleep(window)
+	profiled.Wait()
+	if dir := os.Getenv("WEFT_BENCH_PROFILES"); dir != "" {
+		for _, p := range []*agentProc{ps[0], ps[len(ps)/2]} {
+			saveProfile(b, p, "/debug/pprof/heap", filepath.Join(dir, p.node.Name+".heap.pb.gz"))
+		}
+	}
 	var sum, worst float64
 	var largest map[string]float64
 	var largestProc *agentProc
@@ -173,4 +195,22 @@ func heapSummary(p *agentProc) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// saveProfile writes what an agent's local API serves at path (a Go
+// profile) to file.
+func saveProfile(tb testing.TB, p *agentProc, path, file string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := agent.NewClient(p.Socket())
+	c.HTTP.Timeout = 0 // a CPU profile takes its seconds
+	b, err := c.Get(ctx, path)
+	if err == nil {
+		err = os.WriteFile(file, b, 0o644)
+	}
+	if err != nil {
+		tb.Errorf("%s %s: %v", p.node.Name, path, err)
+		return
+	}
+	tb.Logf("%s: %s saved to %s", p.node.Name, path, file)
 }

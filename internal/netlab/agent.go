@@ -3,8 +3,6 @@ package netlab
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,16 +169,6 @@ func (a *Agent) Metrics() string { return a.Get("/metrics") }
 func (a *Agent) Get(path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	c := agent.NewClient(a.Socket())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
-	if err != nil {
-		return ""
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, _ := agent.NewClient(a.Socket()).Get(ctx, path)
 	return string(b)
 }
