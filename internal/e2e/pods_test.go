@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/agent"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -126,4 +128,63 @@ func pingBlock(ctx context.Context, n *Node, block string) {
 		return
 	}
 	n.Net.Run(ctx, "ping", "-c", "1", "-W", "1", pfx.Masked().Addr().Next().String())
+}
+
+// meshDiagnostics logs what each node's agent says and what its kernel
+// routes are, for a failed connectivity check: the agent pods' logs, and
+// each node's routes into the pod range.
+func meshDiagnostics(t *testing.T, ctx context.Context) {
+	t.Helper()
+	for node, p := range agentPods(t, ctx) {
+		logs, _ := lab.Kubectl(ctx, "-n", "weft-system", "logs", p.Name, "-c", "agent")
+		t.Logf("agent %s on %s, log:\n%s", p.Name, node, logs)
+		n := lab.node(node)
+		if n == nil {
+			continue
+		}
+		routes, _ := n.Net.Run(ctx, "ip", "route", "show", "root", "100.64.0.0/10")
+		t.Logf("%s: routes in 100.64.0.0/10:\n%s", node, routes)
+		// Where the agent's goroutines are: a gossip loop stuck behind a
+		// lock shows here. From its profiles on the node's socket.
+		if b, err := agent.NewClient(n.HostPath("/run/weft/agent.sock")).Get(ctx, "/debug/pprof/goroutine?debug=1"); err == nil {
+			t.Logf("%s: the agent's goroutines:\n%s", node, b)
+		} else {
+			t.Logf("%s: the agent's goroutines: %v", node, err)
+		}
+	}
+	if lab.CPAgent != nil {
+		t.Logf("the control plane's agent, log:\n%s", lab.CPAgent.LogTail())
+	}
+}
+
+// waitRouted waits until every node routes every other node's pod address
+// into the tunnel (`ip route get` says dev weft0): the mesh has taken in
+// the blocks of all pods' nodes. A user expects that within seconds of the
+// pods running (every agent was ready before): 15 s at most. How long it
+// took is logged, with the agents' logs and routes when it took longer
+// than a few seconds (it takes well under one), so a slow start shows in a
+// passing run too.
+func waitRouted(t *testing.T, ctx context.Context, pods []corev1.Pod) {
+	t.Helper()
+	start := time.Now()
+	waitFor(t, 15*time.Second, "every node routes every other node's pod into weft0", func() error {
+		for _, p := range pods {
+			for _, n := range live() {
+				if n.Name == p.Spec.NodeName {
+					continue
+				}
+				out, err := n.Net.Run(ctx, "ip", "route", "get", p.Status.PodIP)
+				if err != nil || !strings.Contains(out, " dev weft0 ") {
+					return fmt.Errorf("%s: route to pod %s (%s, on %s): %s %v", n.Name, p.Name, p.Status.PodIP, p.Spec.NodeName, strings.TrimSpace(out), err)
+				}
+			}
+		}
+		return nil
+	})
+	took := time.Since(start)
+	t.Logf("every pod routed from every node %v after the pods ran", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Logf("slow: the agents' view follows")
+		meshDiagnostics(t, ctx)
+	}
 }

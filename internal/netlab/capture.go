@@ -21,15 +21,18 @@ type Capture struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	once sync.Once
+	tail strings.Builder // tcpdump's stderr after "listening on", read once done
 }
 
 // StartCapture runs tcpdump on iface inside n, writing file, and returns
 // once it listens. count > 0 makes it stop by itself after that many
 // packets. --immediate-mode matters: without it libpcap hands packets over
 // a ring block at a time, and those still in the ring when tcpdump is
-// stopped never reach the file.
+// stopped never reach the file. The kernel buffer is 32 MiB (tcpdump's
+// default is 2): on a loaded machine a gigabit burst fills 2 MiB before
+// tcpdump is scheduled, and the capture loses packets (see Dropped).
 func StartCapture(ctx context.Context, n *Node, iface, file string, count int) (*Capture, error) {
-	args := []string{"-i", iface, "-s", "0", "-U", "--immediate-mode", "-n", "-w", file}
+	args := []string{"-i", iface, "-s", "0", "-B", "32768", "-U", "--immediate-mode", "-n", "-w", file}
 	if count > 0 {
 		args = append(args, "-c", fmt.Sprint(count))
 	}
@@ -42,7 +45,10 @@ func StartCapture(ctx context.Context, n *Node, iface, file string, count int) (
 		return nil, fmt.Errorf("tcpdump on %s %s: %w", n.Name, iface, err)
 	}
 	ready := make(chan struct{})
+	c := &Capture{File: file, cmd: cmd, done: make(chan struct{})}
+	read := make(chan struct{})
 	go func() {
+		defer close(read)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), "listening on") {
@@ -50,10 +56,11 @@ func StartCapture(ctx context.Context, n *Node, iface, file string, count int) (
 				break
 			}
 		}
-		io.Copy(io.Discard, stderr)
+		io.Copy(&c.tail, stderr)
 	}()
-	c := &Capture{File: file, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(c.done) }()
+	// Wait reads nothing itself: the pipe is drained (and c.tail complete)
+	// before it is called, as os/exec asks.
+	go func() { <-read; cmd.Wait(); close(c.done) }()
 	select {
 	case <-ready:
 		return c, nil
@@ -77,6 +84,21 @@ func (c *Capture) Stop() {
 			<-c.done
 		}
 	})
+}
+
+// Dropped is how many packets the kernel dropped because tcpdump did not
+// read them in time, from tcpdump's summary at Stop. A capture with drops
+// misses packets: a check that counts them cannot be trusted. An error
+// means no summary was found.
+func (c *Capture) Dropped() (int, error) {
+	c.Stop()
+	for _, l := range strings.Split(c.tail.String(), "\n") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(l), "%d packets dropped by kernel", &n); err == nil {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("tcpdump printed no drop count: %q", c.tail.String())
 }
 
 // PcapMatch returns the one-line summaries of the packets in file that
