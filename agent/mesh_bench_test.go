@@ -33,12 +33,14 @@ func BenchmarkMesh25(b *testing.B) {
 	key := writeGossipKey(b)
 	var ps []*agentProc
 	var names []string
+	// As deployed: the lab's agents log at debug, for tests that fail.
+	info := []string{"--log-level", "info"}
 	for i := 0; i < n-1; i++ {
 		var join = lab.Nodes[0]
 		if i == 0 {
 			join = nil
 		}
-		ps = append(ps, startAgent(b, lab, lab.Nodes[i], key, join))
+		ps = append(ps, startAgent(b, lab, lab.Nodes[i], key, join, info...))
 		names = append(names, lab.Nodes[i].Name)
 	}
 	eventually(b, 3*time.Minute, "24 agents meshed", func() error {
@@ -55,7 +57,7 @@ func BenchmarkMesh25(b *testing.B) {
 		newcomer := lab.Nodes[n-1]
 		start := time.Now()
 		b.StartTimer()
-		p := startAgent(b, lab, newcomer, key, lab.Nodes[0])
+		p := startAgent(b, lab, newcomer, key, lab.Nodes[0], info...)
 		var last time.Time
 		eventually(b, 2*time.Minute, "every peer handshaked with the newcomer", func() error {
 			last = time.Time{}
@@ -90,12 +92,13 @@ func BenchmarkMesh25(b *testing.B) {
 	for i, p := range ps {
 		before[i] = cpuSeconds(b, p.Pid())
 	}
-	// WEFT_BENCH_PROFILES=dir keeps Go's profiles of two agents over the
-	// window: the join seed (n1, which every other joined through) and a
-	// typical one. Profiling costs those two some CPU.
+	// WEFT_BENCH_PROFILES=dir keeps Go's profiles of every agent over the
+	// window (an idle agent gives a 100 Hz profile a sample every few
+	// seconds: `go tool pprof dir/*.cpu.pb.gz` merges them) and their heap
+	// profiles after it. Profiling costs the agents some CPU.
 	var profiled sync.WaitGroup
 	if dir := os.Getenv("WEFT_BENCH_PROFILES"); dir != "" {
-		for _, p := range []*agentProc{ps[0], ps[len(ps)/2]} {
+		for _, p := range ps {
 			profiled.Add(1)
 			go func() {
 				defer profiled.Done()
@@ -106,7 +109,7 @@ func BenchmarkMesh25(b *testing.B) {
 	time.Sleep(window)
 	profiled.Wait()
 	if dir := os.Getenv("WEFT_BENCH_PROFILES"); dir != "" {
-		for _, p := range []*agentProc{ps[0], ps[len(ps)/2]} {
+		for _, p := range ps {
 			saveProfile(b, p, "/debug/pprof/heap", filepath.Join(dir, p.node.Name+".heap.pb.gz"))
 		}
 	}
@@ -114,6 +117,7 @@ func BenchmarkMesh25(b *testing.B) {
 	var largest map[string]float64
 	var largestProc *agentProc
 	var rss []float64
+	rssOf := map[*agentProc]float64{}
 	for i, p := range ps {
 		mc := (cpuSeconds(b, p.Pid()) - before[i]) / window.Seconds() * 1000
 		sum += mc
@@ -123,10 +127,15 @@ func BenchmarkMesh25(b *testing.B) {
 			largest, largestProc = m, p
 		}
 		rss = append(rss, m["VmRSS"])
-		b.Logf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f)", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"])
+		rssOf[p] = m["VmRSS"]
+		// Printed, not logged: a benchmark's log keeps its first ten lines.
+		fmt.Printf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f)\n", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"])
 	}
-	b.Logf("%s, the largest: %s", largestProc.node.Name, heapSummary(largestProc))
 	slices.Sort(rss)
+	b.Logf("%s, the largest: %s", largestProc.node.Name, heapSummary(largestProc))
+	if i := slices.IndexFunc(ps, func(p *agentProc) bool { return rssOf[p] == rss[len(rss)/2] }); i >= 0 {
+		b.Logf("%s, a median one: %s", ps[i].node.Name, heapSummary(ps[i]))
+	}
 	b.ReportMetric(sum/float64(len(ps)), "idle-millicores")
 	b.ReportMetric(worst, "idle-millicores-max")
 	b.ReportMetric(largest["VmRSS"], "idle-rss-MiB")
@@ -212,5 +221,4 @@ func saveProfile(tb testing.TB, p *agentProc, path, file string) {
 		tb.Errorf("%s %s: %v", p.node.Name, path, err)
 		return
 	}
-	tb.Logf("%s: %s saved to %s", p.node.Name, path, file)
 }
