@@ -129,7 +129,7 @@ func BenchmarkMesh25(b *testing.B) {
 		rss = append(rss, m["VmRSS"])
 		rssOf[p] = m["VmRSS"]
 		// Printed, not logged: a benchmark's log keeps its first ten lines.
-		fmt.Printf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f)\n", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"])
+		fmt.Printf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f), %.0f threads\n", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"], m["Threads"])
 	}
 	slices.Sort(rss)
 	b.Logf("%s, the largest: %s", largestProc.node.Name, heapSummary(largestProc))
@@ -163,7 +163,8 @@ func cpuSeconds(tb testing.TB, pid int) float64 {
 	return (utime + stime) / 100 // USER_HZ is 100 on Linux
 }
 
-// memMiB reads a process's VmRSS, RssAnon and RssFile, in MiB, from /proc.
+// memMiB reads a process's VmRSS, RssAnon and RssFile, in MiB, and its
+// thread count (Threads), from /proc.
 func memMiB(tb testing.TB, pid int) map[string]float64 {
 	tb.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -173,6 +174,14 @@ func memMiB(tb testing.TB, pid int) map[string]float64 {
 	m := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
+		if k == "Threads" {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				tb.Fatalf("%s %q: %v", k, v, err)
+			}
+			m[k] = n
+			continue
+		}
 		if !ok || (k != "VmRSS" && k != "RssAnon" && k != "RssFile") {
 			continue
 		}
@@ -182,8 +191,8 @@ func memMiB(tb testing.TB, pid int) map[string]float64 {
 		}
 		m[k] = kb / 1024
 	}
-	if len(m) != 3 {
-		tb.Fatalf("/proc/%d/status: %v, want VmRSS, RssAnon, RssFile", pid, m)
+	if len(m) != 4 {
+		tb.Fatalf("/proc/%d/status: %v, want VmRSS, RssAnon, RssFile, Threads", pid, m)
 	}
 	return m
 }
