@@ -128,7 +128,11 @@ func (l *lossyTransport) DialTimeout(addr string, d time.Duration) (net.Conn, er
 // announced again within seconds, although the member's own memberlist
 // took the change: the second announcement of each change (Membership.loop).
 // Push-pull, which would repair the miss tens of seconds later, is cut for
-// the whole test, so only that second announcement can bring b the block.
+// the whole test. One other path can bring b the block: when an ack of a's
+// that carried the broadcast is lost, b suspects a and a refutes with its
+// current tags. Without the second announcement the test failed 2 of 2
+// runs; in one run under -race, b had the block after 0.7 s, too soon for
+// the second announcement (1-3 s), so by a refutation.
 func TestChangeAnnouncedTwice(t *testing.T) {
 	key, err := GenerateGossipKey()
 	if err != nil {

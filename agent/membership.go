@@ -81,6 +81,10 @@ type Membership struct {
 	tagsSet chan struct{}
 	// checking is set while a checkAdvertised runs.
 	checking atomic.Bool
+	// announce serialises announcements (SetTags and checkAdvertised) from
+	// reading want to Serf's SetTags: a check that read the tags before a
+	// change must not announce them after it.
+	announce sync.Mutex
 	rr       int // round robin over failed members
 	// decoded caches each member's decoded tags: Members runs on every
 	// reconcile and decoding hundreds of tag sets each time shows up.
@@ -370,6 +374,8 @@ func (m *Membership) SetTags(t Tags) error {
 	if err != nil {
 		return fmt.Errorf("membership: %w", err)
 	}
+	m.announce.Lock()
+	defer m.announce.Unlock()
 	m.mu.Lock()
 	m.want = tags
 	m.mu.Unlock()
@@ -407,6 +413,8 @@ func (m *Membership) SetTags(t Tags) error {
 // again announces even when memberlist advertises what we want (the first
 // check after a change, see loop).
 func (m *Membership) checkAdvertised(again bool) bool {
+	m.announce.Lock()
+	defer m.announce.Unlock()
 	m.mu.Lock()
 	want := m.want
 	m.mu.Unlock()
