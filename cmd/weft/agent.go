@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/kubejoin"
 	"github.com/weftnet/weft/internal/memtrim"
+	"github.com/weftnet/weft/internal/procs"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -144,6 +146,19 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 					log.Debug("dropped start-up pages of the binary", "resident_before_mib", r.Bytes()>>20, "mappings", len(r.Trimmed), "skipped", len(r.Skipped))
 				})
 				defer trim.Stop()
+			}
+			if os.Getenv("GOMAXPROCS") == "" {
+				// An idle agent runs on one P, a busy one on all
+				// (internal/procs); GOMAXPROCS set by hand is left alone.
+				ctx, cancel := context.WithCancel(cmd.Context())
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if err := procs.Run(ctx, procs.Config{}); err != nil {
+						log.Warn("GOMAXPROCS governor stopped", "err", err)
+					}
+				}()
+				defer func() { cancel(); <-done }()
 			}
 			return a.Run(cmd.Context())
 		},
