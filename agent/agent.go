@@ -245,6 +245,8 @@ type Agent struct {
 	// noHeldAcks neither waits for nor learns from probe acks (tests of
 	// the notices, which repair what acks missed).
 	noHeldAcks bool
+	// stretch slows a crowded simulation's gossip (MembershipConfig.stretch).
+	stretch int
 	// transport replaces memberlist's network (partition tests).
 	transport memberlist.Transport
 	// passed, if set, gets each pass's snapshot and the block held after

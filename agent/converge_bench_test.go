@@ -44,6 +44,9 @@ func convergeOnce(b *testing.B, n int, inMemory bool) time.Duration {
 	s := newSim(b, pool)
 	if n >= 100 {
 		s.profile = "crowded" // as in TestSimulationChurn
+		// Beyond 200 agents on two cores, in slow motion: gossip rounds
+		// and probes 5× apart at 1000 (membership.go).
+		s.stretch = n / 200
 	}
 	s.resync = 30 * time.Second // the default: no lease TTL to wait out here
 	all := names("conv", 0, n)
@@ -69,7 +72,7 @@ func convergeOnce(b *testing.B, n int, inMemory bool) time.Duration {
 	if os.Getenv("WEFT_SIM_TRACE") != "" {
 		// Progress apart from the check, which must stay cheap to poll.
 		go func() {
-			t := time.NewTicker(2 * time.Minute)
+			t := time.NewTicker(time.Minute)
 			defer t.Stop()
 			for {
 				select {

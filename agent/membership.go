@@ -63,6 +63,11 @@ type MembershipConfig struct {
 	HoldFor time.Duration
 	// ignoreAcks learns nothing from probe acks (tests of the notices).
 	ignoreAcks bool
+	// stretch multiplies the "crowded" profile's gossip and probe
+	// intervals and probe timeout (0 or 1: as they are): a simulation of
+	// 1000 agents on two cores runs in slow motion, since at the LAN
+	// rates their gossip alone wants more CPU than the cores have.
+	stretch int
 }
 
 // Membership is this agent's view of the mesh, kept by Serf.
@@ -185,6 +190,11 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.Profile != "local" {
 		mc.GossipInterval = 100 * time.Millisecond
 		mc.GossipNodes = 4
+	}
+	if k := time.Duration(cfg.stretch); cfg.Profile == "crowded" && k > 1 {
+		mc.GossipInterval *= k
+		mc.ProbeInterval *= k
+		mc.ProbeTimeout *= k
 	}
 	// memberlist compresses every gossip packet with LZW by default, which
 	// allocates a fresh 16 KiB table per packet: a quarter of the CPU of a

@@ -28,7 +28,10 @@ func TestPacerSpacesPasses(t *testing.T) {
 		{"1000 members: the same cap", false, 3 * time.Second, 0, maxGap, false, 1000},
 		{"crowded, 200 members: the same cap", false, 3 * time.Second, 0, maxGap, true, 200},
 		{"crowded, 1000 members: five caps", false, 3 * time.Second, 0, 5 * maxGap, true, 1000},
-		{"crowded, 1000 members, fast pass: no cap", false, 50 * ms, 0, 500 * ms, true, 1000},
+		{"crowded, 200 members, fast pass: its own gap", false, 50 * ms, 0, 500 * ms, true, 200},
+		{"crowded, 1000 members, fast pass: five caps all the same", false, 50 * ms, 0, 5 * maxGap, true, 1000},
+		{"crowded, 1000 members, change late in the gap", false, 50 * ms, 9 * time.Second, time.Second, true, 1000},
+		{"crowded, 399 members: one cap at most", false, 50 * ms, 0, 500 * ms, true, 399},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := pacer{crowded: tc.crowded}

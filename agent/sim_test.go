@@ -140,6 +140,8 @@ type sim struct {
 	// noHeldAcks starts agents that learn nothing from probe acks
 	// (Agent.noHeldAcks).
 	noHeldAcks bool
+	// stretch slows the "crowded" profile's gossip (Agent.stretch).
+	stretch int
 }
 
 func newSim(t testing.TB, pool LeaseConfig) *sim {
@@ -188,13 +190,14 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 		Now:           s.now,
 
 		GossipKeySource: s.keySource,
-		GossipKeyReload: 200 * time.Millisecond,
+		GossipKeyReload: 200 * time.Millisecond, // with a keySource only
 	})
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	a.noDevice = true
 	a.noHeldAcks = s.noHeldAcks
+	a.stretch = s.stretch
 	a.transport = tr.Transport
 	ctx, cancel := context.WithCancel(context.Background())
 	sa := &simAgent{Agent: a, addr: tr.self, cancel: cancel, done: make(chan error, 1)}
@@ -372,7 +375,7 @@ func (s *sim) applied(names []string) error {
 	}
 	sorted := slices.Sorted(slices.Values(names))
 	for _, n := range names {
-		if _, _, err := lastPassOff(passes[n].snap, sorted, blocks); err != nil {
+		if _, _, _, err := lastPassOff(passes[n].snap, sorted, blocks); err != nil {
 			return fmt.Errorf("%s's last pass %w", n, err)
 		}
 	}
@@ -385,7 +388,7 @@ func (s *sim) applied(names []string) error {
 // pass's members are (Members). A walk of both, no map: a map per agent,
 // a thousand times a check, left the check parked in GC assists for
 // minutes under 1000 agents.
-func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) (missing, wrong int, first error) {
+func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) (missing, down, wrong int, first error) {
 	i := 0
 	for _, o := range names {
 		for i < len(snap.members) && snap.members[i].Name < o {
@@ -394,6 +397,9 @@ func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) 
 		// Errors are made for the first difference only (no garbage).
 		switch {
 		case i == len(snap.members) || snap.members[i].Name != o || snap.members[i].Status != StatusAlive:
+			if i < len(snap.members) && snap.members[i].Name == o {
+				down++
+			}
 			if missing++; first == nil {
 				first = fmt.Errorf("lacks %s (alive, holding %s)", o, blocks[o])
 			}
@@ -409,7 +415,7 @@ func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) 
 			}
 		}
 	}
-	return missing, wrong, first
+	return missing, down, wrong, first
 }
 
 // summary counts how far the named agents are from applied(names): the
@@ -420,21 +426,22 @@ func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) 
 func (s *sim) summary(names []string) string {
 	passes, blocks := s.lastPasses(names)
 	sorted := slices.Sorted(slices.Values(names))
-	var offAgents, missing, wrong int
+	var offAgents, missing, down, wrong int
 	for _, n := range names {
 		var snap snapshot
 		if p := passes[n]; p != nil {
 			snap = p.snap
 		}
-		m, w, _ := lastPassOff(snap, sorted, blocks)
+		m, d, w, _ := lastPassOff(snap, sorted, blocks)
 		if m+w > 0 {
 			offAgents++
 		}
 		missing += m
+		down += d
 		wrong += w
 	}
-	return fmt.Sprintf("%d of %d agents' last pass is off (%d members not alive there, %d with another block or owner)",
-		offAgents, len(names), missing, wrong)
+	return fmt.Sprintf("%d of %d agents' last pass is off (%d members not alive there, %d of them failed or left; %d with another block or owner)",
+		offAgents, len(names), missing, down, wrong)
 }
 
 // describe says how agent n sees member w: its status there, first hand
