@@ -262,6 +262,8 @@ type snapshot struct {
 	leases  Leases
 	desired DesiredState
 	err     error
+	// expiry is firstExpiry of members after at (Agent.nextExpiry).
+	expiry time.Time
 }
 
 // New checks the configuration; Run does the work.

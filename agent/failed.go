@@ -231,17 +231,12 @@ func (m *Membership) ackPayload() []byte {
 	if m.ack != nil && now.Sub(m.ackAt) >= 0 && now.Sub(m.ackAt) < ackEvery {
 		return m.ack
 	}
-	ms := m.Members()
 	var held []Member
-	m.mu.Lock()
-	for _, f := range ms {
-		// Members has dropped learned entries that Serf knows of: what is
-		// still learned is second hand.
-		if _, learned := m.learned[f.Name]; !learned && f.Status == StatusFailed && now.Sub(f.Since) < m.holdFor {
+	for _, f := range m.failedFirstHand() {
+		if now.Sub(f.Since) < m.holdFor {
 			held = append(held, f)
 		}
 	}
-	m.mu.Unlock()
 	entries := heldEntries(held, now)
 	rand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
 	payload := []byte("[]")

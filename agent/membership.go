@@ -594,27 +594,8 @@ func (m *Membership) Members() []Member {
 	out := make([]Member, 0, len(sms))
 	present := make(map[string]bool, len(sms))
 	for _, sm := range sms {
-		st := statusOf(sm.Status)
-		seen, ok := m.seen[sm.Name]
-		if !ok || seen.status != st {
-			seen = seenStatus{status: st, since: now}
-			m.seen[sm.Name] = seen
-		}
 		present[sm.Name] = true
-		mem := Member{Name: sm.Name, Status: st, Since: seen.since}
-		if a, ok := netip.AddrFromSlice(sm.Addr); ok {
-			mem.Addr = netip.AddrPortFrom(a.Unmap(), sm.Port)
-		}
-		// Serf swaps in a new tag map on every update and never edits one
-		// in place, so the map's identity tells whether it changed.
-		d, ok := m.decoded[sm.Name]
-		if !ok || reflect.ValueOf(d.raw).UnsafePointer() != reflect.ValueOf(sm.Tags).UnsafePointer() {
-			d.raw = sm.Tags
-			d.tags, d.err = DecodeTags(sm.Tags)
-			m.decoded[sm.Name] = d
-		}
-		mem.Tags, mem.TagsErr = d.tags, d.err
-		out = append(out, mem)
+		out = append(out, m.member(sm, now))
 	}
 	for name := range m.seen {
 		if !present[name] {
@@ -625,6 +606,54 @@ func (m *Membership) Members() []Member {
 	out = append(out, m.learnedMembers(present, now)...)
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// member converts Serf's view of one member, stamping a status change
+// seen first here. m.mu is held.
+func (m *Membership) member(sm serf.Member, now time.Time) Member {
+	st := statusOf(sm.Status)
+	seen, ok := m.seen[sm.Name]
+	if !ok || seen.status != st {
+		seen = seenStatus{status: st, since: now}
+		m.seen[sm.Name] = seen
+	}
+	mem := Member{Name: sm.Name, Status: st, Since: seen.since}
+	if a, ok := netip.AddrFromSlice(sm.Addr); ok {
+		mem.Addr = netip.AddrPortFrom(a.Unmap(), sm.Port)
+	}
+	// Serf swaps in a new tag map on every update and never edits one in
+	// place, so the map's identity tells whether it changed.
+	d, ok := m.decoded[sm.Name]
+	if !ok || reflect.ValueOf(d.raw).UnsafePointer() != reflect.ValueOf(sm.Tags).UnsafePointer() {
+		d.raw = sm.Tags
+		d.tags, d.err = DecodeTags(sm.Tags)
+		m.decoded[sm.Name] = d
+	}
+	mem.Tags, mem.TagsErr = d.tags, d.err
+	return mem
+}
+
+// failedFirstHand returns the members Serf itself reports failed, unsorted:
+// Members without the learned ones, the sort and the copies of the alive
+// majority, for the probe acks that list them (failed.go).
+func (m *Membership) failedFirstHand() []Member {
+	now := m.now()
+	sms := m.serf.Members()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Member
+	for _, sm := range sms {
+		if sm.Status == serf.StatusFailed {
+			out = append(out, m.member(sm, now))
+		}
+	}
+	return out
+}
+
+// OthersAlive reports whether any other member is alive (or suspected, not
+// yet failed) in memberlist's view, without copying the members.
+func (m *Membership) OthersAlive() bool {
+	return m.serf.Memberlist().NumMembers() > 1
 }
 
 // stamp records when a member's status changed, as Serf reports it. The

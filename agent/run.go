@@ -308,12 +308,7 @@ func (a *Agent) othersHoldBlocks() bool {
 
 // alone reports whether no other member is alive.
 func (a *Agent) alone() bool {
-	for _, m := range a.mem.Members() {
-		if m.Name != a.cfg.NodeName && m.Status == StatusAlive {
-			return false
-		}
-	}
-	return true
+	return !a.mem.OthersAlive()
 }
 
 // withEndpoint sets the WireGuard endpoint tag: the configured endpoint,
@@ -568,7 +563,8 @@ func (a *Agent) reconcile() (err error) {
 	}
 	err = errors.Join(append(errs, claimErr)...)
 	a.mu.Lock()
-	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err}
+	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err,
+		expiry: firstExpiry(members, a.cfg.Pool.TTL, now)}
 	snap, block := a.last, a.tags.Block
 	a.mu.Unlock()
 	if a.passed != nil {
@@ -663,7 +659,7 @@ func (a *Agent) doubtFailedWinners(members []Member, leases Leases, now time.Tim
 func (a *Agent) nextExpiry() time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return firstExpiry(a.last.members, a.cfg.Pool.TTL, a.last.at)
+	return a.last.expiry
 }
 
 // firstExpiry is when the first failed member of members that holds a
