@@ -247,6 +247,8 @@ type Agent struct {
 	noHeldAcks bool
 	// stretch slows a crowded simulation's gossip (MembershipConfig.stretch).
 	stretch int
+	// apiIdle replaces apiIdleTimeout (tests).
+	apiIdle time.Duration
 	// transport replaces memberlist's network (partition tests).
 	transport memberlist.Transport
 	// passed, if set, gets each pass's snapshot and the block held after

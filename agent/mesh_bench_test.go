@@ -111,6 +111,7 @@ func BenchmarkMesh25(b *testing.B) {
 	if dir := os.Getenv("WEFT_BENCH_PROFILES"); dir != "" {
 		for _, p := range ps {
 			saveProfile(b, p, "/debug/pprof/heap", filepath.Join(dir, p.node.Name+".heap.pb.gz"))
+			saveProfile(b, p, "/debug/pprof/goroutine?debug=1", filepath.Join(dir, p.node.Name+".goroutines.txt"))
 		}
 	}
 	var sum, worst float64
@@ -202,16 +203,25 @@ type agentMember = agent.MemberReport
 const sigterm = syscall.SIGTERM
 
 // heapSummary is the Go runtime's own account of an agent's memory, from
-// its local API's /debug/pprof/heap.
+// its local API's /debug/pprof/heap, with where it is in its collection
+// cycle (HeapAlloc against NextGC, the age of the last collection) and its
+// goroutine count.
 func heapSummary(p *agentProc) string {
 	var out []string
 	for _, l := range strings.Split(p.Get("/debug/pprof/heap?debug=1"), "\n") {
-		for _, k := range []string{"HeapInuse", "HeapIdle", "HeapReleased", "Stack", "GCSys", "OtherSys", "NumGC"} {
+		for _, k := range []string{"HeapAlloc", "NextGC", "HeapInuse", "HeapIdle", "HeapReleased", "Stack", "GCSys", "OtherSys", "NumGC"} {
 			if strings.HasPrefix(l, "# "+k+" = ") {
 				out = append(out, strings.TrimPrefix(l, "# "))
 			}
 		}
+		if v, ok := strings.CutPrefix(l, "# LastGC = "); ok {
+			if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
+				out = append(out, fmt.Sprintf("last GC %v ago", time.Since(time.Unix(0, ns)).Round(time.Second)))
+			}
+		}
 	}
+	g, _, _ := strings.Cut(p.Get("/debug/pprof/goroutine?debug=1"), "\n")
+	out = append(out, strings.TrimPrefix(g, "goroutine profile: "))
 	return strings.Join(out, ", ")
 }
 

@@ -142,6 +142,9 @@ type sim struct {
 	noHeldAcks bool
 	// stretch slows the "crowded" profile's gossip (Agent.stretch).
 	stretch int
+	// apiIdle is the local API's idle timeout of agents started next
+	// (Agent.apiIdle; 0: apiIdleTimeout).
+	apiIdle time.Duration
 }
 
 func newSim(t testing.TB, pool LeaseConfig) *sim {
@@ -198,6 +201,7 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 	a.noDevice = true
 	a.noHeldAcks = s.noHeldAcks
 	a.stretch = s.stretch
+	a.apiIdle = s.apiIdle
 	a.transport = tr.Transport
 	ctx, cancel := context.WithCancel(context.Background())
 	sa := &simAgent{Agent: a, addr: tr.self, cancel: cancel, done: make(chan error, 1)}
