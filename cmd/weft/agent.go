@@ -134,10 +134,9 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 					r, err := memtrim.Trim()
 					// Return the garbage of starting (joins, push-pulls)
 					// too, and the trim's own (it reads all of
-					// /proc/self/smaps), after it: before, that garbage
-					// stayed resident until the next collection, which an
-					// idle agent runs about once a minute, and agents
-					// measured just after a trim were 4-5 MiB larger.
+					// /proc/self/smaps), after it: otherwise that garbage
+					// stays resident until the next collection, which an
+					// idle agent runs about once a minute.
 					debug.FreeOSMemory()
 					if err != nil {
 						log.Warn("dropping start-up pages failed", "err", err)
