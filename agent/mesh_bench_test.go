@@ -130,7 +130,7 @@ func BenchmarkMesh25(b *testing.B) {
 		rss = append(rss, m["VmRSS"])
 		rssOf[p] = m["VmRSS"]
 		// Printed, not logged: a benchmark's log keeps its first ten lines.
-		fmt.Printf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f), %.0f threads\n", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"], m["Threads"])
+		fmt.Printf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f), %.0f threads, GOMAXPROCS %s\n", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"], m["Threads"], gomaxprocs(p))
 	}
 	slices.Sort(rss)
 	b.Logf("%s, the largest: %s", largestProc.node.Name, heapSummary(largestProc))
@@ -223,6 +223,17 @@ func heapSummary(p *agentProc) string {
 	g, _, _ := strings.Cut(p.Get("/debug/pprof/goroutine?debug=1"), "\n")
 	out = append(out, strings.TrimPrefix(g, "goroutine profile: "))
 	return strings.Join(out, ", ")
+}
+
+// gomaxprocs is an agent's GOMAXPROCS now, from its /metrics (the
+// governor, internal/procs, lowers it to 1 while the agent idles).
+func gomaxprocs(p *agentProc) string {
+	for _, l := range strings.Split(p.Get("/metrics"), "\n") {
+		if v, ok := strings.CutPrefix(l, "go_sched_gomaxprocs_threads "); ok {
+			return v
+		}
+	}
+	return "?"
 }
 
 // saveProfile writes what an agent's local API serves at path (a Go

@@ -177,6 +177,14 @@ func TestProcessSeries(t *testing.T) {
 	if after := parse(t, r)["go_memstats_gc_cycles_total"].GetMetric()[0].GetCounter().GetValue(); after < before+1 {
 		t.Errorf("go_memstats_gc_cycles_total %v after runtime.GC, was %v", after, before)
 	}
+	// GOMAXPROCS as it is now, not as it was at registration.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, n := range []int{1, 3} {
+		runtime.GOMAXPROCS(n)
+		if f := parse(t, r)["go_sched_gomaxprocs_threads"]; f == nil || f.GetMetric()[0].GetGauge().GetValue() != float64(n) {
+			t.Errorf("go_sched_gomaxprocs_threads at GOMAXPROCS %d: %v", n, f)
+		}
+	}
 	if v := fams["go_info"].GetMetric()[0].GetLabel()[0].GetValue(); !strings.HasPrefix(v, "go") {
 		t.Errorf("go_info version %q", v)
 	}

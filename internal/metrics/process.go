@@ -56,6 +56,8 @@ func (r *Registry) RegisterProcess() {
 		single(func() float64 { return float64(runtime.NumGoroutine()) }))
 	r.NewFunc("go_threads", "Number of OS threads created.", GaugeType, "",
 		single(func() float64 { n, _ := runtime.ThreadCreateProfile(nil); return float64(n) }))
+	r.NewFunc("go_sched_gomaxprocs_threads", "The current runtime.GOMAXPROCS setting (weft agent lowers it to 1 while idle).", GaugeType, "",
+		single(func() float64 { return float64(runtime.GOMAXPROCS(0)) }))
 	r.NewFunc("go_info", "Information about the Go environment.", GaugeType, "version",
 		func(emit func(string, float64)) { emit(runtime.Version(), 1) })
 	// runtime/metrics, not ReadMemStats: that stops the world, and would
