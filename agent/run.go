@@ -244,7 +244,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // are not paced.
 //
 // In the "crowded" gossip profile (simulations: hundreds of agents on a few
-// cores, BenchmarkConvergence) beyond 2×crowdedMembers members the gap is
+// cores, BenchmarkConvergence) from 2×crowdedMembers members on, the gap is
 // one maxGap per crowdedMembers members, however fast the last pass was:
 // there every pass of every agent shares the same cores and a pass's own
 // time says nothing of the others'. 1000 agents paced by their own pass
