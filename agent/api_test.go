@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
@@ -64,10 +63,8 @@ func TestAPIConnectionsDoNotPile(t *testing.T) {
 	waitConns(0, 5*time.Second, "40 clients' connections closed")
 
 	// A client that keeps its connection alive (http.Transport's default).
-	keep := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", a2.cfg.SocketPath)
-	}}}
+	keep := NewClient(a2.cfg.SocketPath).HTTP
+	keep.Transport.(*http.Transport).DisableKeepAlives = false
 	defer keep.CloseIdleConnections()
 	resp, err := keep.Get("http://agent/v1/lease")
 	if err != nil {

@@ -228,7 +228,7 @@ func heapSummary(p *agentProc) string {
 // gomaxprocs is an agent's GOMAXPROCS now, from its /metrics (the
 // governor, internal/procs, lowers it to 1 while the agent idles).
 func gomaxprocs(p *agentProc) string {
-	for _, l := range strings.Split(p.Get("/metrics"), "\n") {
+	for _, l := range strings.Split(p.metrics(), "\n") {
 		if v, ok := strings.CutPrefix(l, "go_sched_gomaxprocs_threads "); ok {
 			return v
 		}
