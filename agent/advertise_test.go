@@ -141,7 +141,7 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	start := func(name string, tags Tags, tr *lossyTransport) *Membership {
 		m, err := StartMembership(MembershipConfig{
 			NodeName: name, Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{key},
-			Profile: "lan", Tags: tags, Transport: tr,
+			Profile: "local", Tags: tags, Transport: tr,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -181,8 +181,9 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	if err := a.SetTags(moved); err != nil {
 		t.Fatal(err)
 	}
-	// SetTags returns once memberlist has spent the broadcast's
+	// The announcement ends once memberlist has spent the broadcast's
 	// retransmissions (or after Serf's 5 s): all of them were lost.
+	a.announcing.Wait()
 	tra.dropFrom.Store(0)
 	if time.Since(setAt) > 2*time.Second {
 		t.Fatalf("the broadcast took %v to run out; the second announcement (1-3 s after the change) may have been lost too", time.Since(setAt))
