@@ -545,7 +545,14 @@ func (a *Agent) reconcile() (err error) {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
 	}
 	if a.dev != nil {
-		a.initiateAt = holdInitiations(a.tags.PublicKey, want.Peers, a.handshaken(), a.peerSince, now)
+		leaseTimes := make(map[tunnel.Key]int64, len(members))
+		for _, m := range members {
+			if m.TagsErr == nil {
+				leaseTimes[m.Tags.PublicKey] = m.Tags.LeaseTime
+			}
+		}
+		self := claim{leaseTime: a.tags.LeaseTime, key: a.tags.PublicKey}
+		a.initiateAt = holdInitiations(self, want.Peers, leaseTimes, a.handshaken(), a.peerSince, now)
 	}
 	for _, s := range want.Skipped {
 		a.log.Debug("member skipped", "member", s.Name, "reason", s.Reason)
