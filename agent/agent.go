@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -67,10 +68,10 @@ type Config struct {
 	Endpoint netip.Addr
 	// MTU of the tunnel (1420).
 	MTU int
-	// StateDir holds state.json and the Serf snapshot (/var/lib/weft).
+	// StateDir holds state.json and rejoin.json (/var/lib/weft).
 	StateDir string
 	// Ephemeral keeps the key and lease in memory only: no state file, no
-	// Serf snapshot (an embedded node, a sidecar whose pod restarts fresh).
+	// rejoin list (an embedded node, a sidecar whose pod restarts fresh).
 	Ephemeral bool
 	// SocketPath is the local API socket (/run/weft/agent.sock; "-": none).
 	SocketPath string
@@ -238,6 +239,11 @@ type Agent struct {
 	// (holdInitiations).
 	peerSince  map[tunnel.Key]time.Time
 	initiateAt time.Time
+	// rejoin are the gossip addresses kept for the next start (rejoin.go);
+	// rejoining is set while rejoinKept tries them, in bg.
+	rejoin    []string
+	rejoining atomic.Bool
+	bg        sync.WaitGroup
 
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.

@@ -43,8 +43,6 @@ type MembershipConfig struct {
 	Keys [][]byte
 	// Insecure allows running without keys. Never the default.
 	Insecure bool
-	// SnapshotPath lets a restarted agent rejoin the members it knew.
-	SnapshotPath string
 	// Profile tunes memberlist timings: "lan" (default), "local" (loopback
 	// tests and small simulations, much faster failure detection) or
 	// "crowded" (hundreds of agents sharing a few cores).
@@ -151,7 +149,6 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	sc := serf.DefaultConfig()
 	sc.NodeName = cfg.NodeName
 	sc.Tags = tags
-	sc.SnapshotPath = cfg.SnapshotPath
 	sc.RejoinAfterLeave = true
 	sc.EnableNameConflictResolution = true
 	sc.ValidateNodeNames = true

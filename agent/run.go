@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/hashicorp/go-sockaddr"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -19,6 +18,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.loadIdentity(); err != nil {
 		return err
 	}
+	a.loadRejoin()
 	mode, err := a.resolveMode()
 	if err != nil {
 		return err
@@ -38,20 +38,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	mem, err := StartMembership(MembershipConfig{
-		NodeName:     a.cfg.NodeName,
-		Bind:         a.cfg.Bind,
-		Advertise:    a.cfg.Advertise,
-		Keys:         a.cfg.GossipKeys,
-		Insecure:     a.cfg.InsecureGossip,
-		SnapshotPath: a.snapshotPath(),
-		Profile:      a.cfg.GossipProfile,
-		Tags:         a.withEndpoint(a.tags, netip.Addr{}),
-		Logger:       a.log,
-		Now:          a.cfg.Now,
-		Transport:    a.transport,
-		HoldFor:      a.cfg.Pool.TTL,
-		ignoreAcks:   a.noHeldAcks,
-		stretch:      a.stretch,
+		NodeName:   a.cfg.NodeName,
+		Bind:       a.cfg.Bind,
+		Advertise:  a.cfg.Advertise,
+		Keys:       a.cfg.GossipKeys,
+		Insecure:   a.cfg.InsecureGossip,
+		Profile:    a.cfg.GossipProfile,
+		Tags:       a.withEndpoint(a.tags, netip.Addr{}),
+		Logger:     a.log,
+		Now:        a.cfg.Now,
+		Transport:  a.transport,
+		HoldFor:    a.cfg.Pool.TTL,
+		ignoreAcks: a.noHeldAcks,
+		stretch:    a.stretch,
 	})
 	if err != nil {
 		return err
@@ -75,14 +74,14 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// With join addresses, lease nothing before the mesh is reached: a
 	// block claimed alone would be checked against nobody, and kept.
-	joined := a.join()
+	joined := a.join(ctx)
 	for wait := 250 * time.Millisecond; !joined && a.alone(); wait = min(2*wait, 10*time.Second) {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		joined = a.join()
+		joined = a.join(ctx)
 	}
 	// A persisted block is ours again only if no live member took it while
 	// we were away (after our lease TTL ran out).
@@ -218,7 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// Alone with join addresses to try (they were all down when we
 			// started, or we lost everyone): keep trying them.
 			if !joined || a.alone() {
-				joined = a.join()
+				joined = a.join(ctx)
 			}
 		case <-retry:
 		case <-keys:
@@ -279,17 +278,20 @@ func (p *pacer) wait(now time.Time) time.Duration {
 
 // join contacts the configured members; true if one answered (or there is
 // nobody to join).
-func (a *Agent) join() bool {
-	if len(a.cfg.Join) == 0 {
-		return true
-	}
-	n, err := a.mem.Join(a.cfg.Join)
-	if err != nil {
+func (a *Agent) join(ctx context.Context) bool {
+	if len(a.cfg.Join) > 0 {
+		n, err := a.mem.Join(a.cfg.Join)
+		if err == nil {
+			a.log.Info("joined the mesh", "contacted", n)
+			return true
+		}
 		a.log.Warn("join failed; will retry", "err", err)
-		return false
 	}
-	a.log.Info("joined the mesh", "contacted", n)
-	return true
+	// The members kept from the last run (rejoin.go), in the background:
+	// with join addresses, their answer also ends the wait below (the
+	// agent is no longer alone).
+	a.rejoinKept(ctx)
+	return len(a.cfg.Join) == 0
 }
 
 // fullPoolRecheck is the least time between two claims of an agent that
@@ -346,14 +348,6 @@ func (a *Agent) resolveMode() (tunnel.Mode, error) {
 	}
 	a.log.Info("tunnel backend chosen", "mode", mode)
 	return mode, nil
-}
-
-// snapshotPath is where Serf keeps its snapshot ("" for none: ephemeral).
-func (a *Agent) snapshotPath() string {
-	if a.cfg.Ephemeral {
-		return ""
-	}
-	return filepath.Join(a.cfg.StateDir, "serf.snapshot")
 }
 
 // waitSettled gives gossip a moment to deliver the full member list after
@@ -540,6 +534,7 @@ func (a *Agent) reconcile() (err error) {
 	leases := a.resolve(members, now)
 	a.tellNewcomers(members, leases, now)
 	a.doubtFailedWinners(members, leases, now)
+	a.keepRejoin(members)
 	want := Desired(a.cfg.NodeName, members, leases, now)
 	for i := range want.Peers {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
@@ -762,6 +757,7 @@ func (a *Agent) shutdown() {
 		}
 	}
 	a.mem.Close()
+	a.bg.Wait()
 	if a.dev != nil && a.cfg.LeaveOnExit {
 		a.dev.Close()
 	}

@@ -266,8 +266,9 @@ type UninstallConfig struct {
 }
 
 // agentStateFiles are the files the agent writes in its state directory
-// (agent/agent.go statePath, agent/run.go snapshotPath).
-var agentStateFiles = []string{"state.json", "serf.snapshot"}
+// (agent/agent.go statePath, agent/rejoin.go rejoinFile; serf.snapshot of
+// earlier versions).
+var agentStateFiles = []string{"state.json", "rejoin.json", "serf.snapshot"}
 
 // Uninstall removes exactly what weft created and returns one line per
 // thing removed (or kept, and why). Running it twice is fine.

@@ -322,7 +322,7 @@ func weftLeftovers(ctx context.Context, n *Node) []string {
 	var left []string
 	for _, p := range []string{
 		"/etc/cni/net.d/10-weft.conflist", "/opt/cni/bin/weft",
-		"/var/lib/weft/state.json", "/var/lib/weft/serf.snapshot",
+		"/var/lib/weft/state.json", "/var/lib/weft/rejoin.json", "/var/lib/weft/serf.snapshot",
 		"/run/weft/agent.sock", "/var/run/wireguard/weft0.sock",
 		"/var/lib/cni/networks/weft",
 	} {
