@@ -113,6 +113,11 @@ func BenchmarkMesh25(b *testing.B) {
 			saveProfile(b, p, "/debug/pprof/heap", filepath.Join(dir, p.node.Name+".heap.pb.gz"))
 			saveProfile(b, p, "/debug/pprof/goroutine?debug=1", filepath.Join(dir, p.node.Name+".goroutines.txt"))
 		}
+		// And an execution trace of the first and the last agent: every
+		// wakeup of an idle agent, with its stack (go tool trace).
+		for _, p := range []*agentProc{ps[0], ps[len(ps)-1]} {
+			saveProfile(b, p, "/debug/pprof/trace?seconds=20", filepath.Join(dir, p.node.Name+".trace"))
+		}
 	}
 	var sum, worst float64
 	var largest map[string]float64
