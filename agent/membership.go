@@ -415,29 +415,10 @@ func (m *Membership) SetTags(t Tags) error {
 	return nil
 }
 
-// announceWant hands memberlist the tags set last. Announcements take
-// turns (m.announce) and each takes the latest tags, so the last to run
-// announces what was set last, and one that finds them announced already
-// does nothing.
-func (m *Membership) announceWant() {
-	m.announce.Lock()
-	defer m.announce.Unlock()
-	m.mu.Lock()
-	want := m.want
-	m.mu.Unlock()
-	if maps.Equal(m.serf.LocalMember().Tags, want) {
-		return
-	}
-	if err := m.serf.SetTags(want); err != nil {
-		// Serf has taken the tags and gossip carries them on; only the wait
-		// for the broadcast ran out (a busy node). Not a failure.
-		if strings.Contains(err.Error(), "timeout waiting for update broadcast") {
-			m.log.Info("tag update not yet spread; gossip carries it on", "err", err)
-			return
-		}
-		m.log.Warn("announcing tags failed", "err", err)
-	}
-}
+// announceWant hands memberlist the tags set last (SetTags). Each
+// announcement takes the latest tags, so the last to run announces what was
+// set last, and one that finds them announced already does nothing.
+func (m *Membership) announceWant() { m.announceIf(false, "") }
 
 // checkAdvertised announces our tags again when memberlist advertises
 // others. memberlist (v0.7.0) can drop a tag update for good: UpdateNode
@@ -457,6 +438,13 @@ func (m *Membership) announceWant() {
 // again announces even when memberlist advertises what we want (the first
 // check after a change, see loop).
 func (m *Membership) checkAdvertised(again bool) bool {
+	return m.announceIf(again, "memberlist advertises old tags for us; announcing again")
+}
+
+// announceIf announces the tags set last if memberlist advertises others
+// for us (logging stale, if set), or in any case with again, and reports
+// whether it did. Announcements take turns (m.announce).
+func (m *Membership) announceIf(again bool, stale string) bool {
 	m.announce.Lock()
 	defer m.announce.Unlock()
 	m.mu.Lock()
@@ -466,11 +454,17 @@ func (m *Membership) checkAdvertised(again bool) bool {
 		if !again {
 			return false
 		}
-	} else {
-		m.log.Info("memberlist advertises old tags for us; announcing again")
+	} else if stale != "" {
+		m.log.Info(stale)
 	}
-	if err := m.serf.SetTags(want); err != nil && !strings.Contains(err.Error(), "timeout waiting for update broadcast") {
-		m.log.Warn("re-announcing tags failed", "err", err)
+	if err := m.serf.SetTags(want); err != nil {
+		// Serf has taken the tags and gossip carries them on when only the
+		// wait for the broadcast ran out (a busy node): not a failure.
+		if strings.Contains(err.Error(), "timeout waiting for update broadcast") {
+			m.log.Info("tag update not yet spread; gossip carries it on", "err", err)
+		} else {
+			m.log.Warn("announcing tags failed", "err", err)
+		}
 	}
 	return true
 }
