@@ -239,11 +239,13 @@ type Agent struct {
 	// (holdInitiations).
 	peerSince  map[tunnel.Key]time.Time
 	initiateAt time.Time
-	// rejoin are the gossip addresses kept for the next start (rejoin.go);
-	// rejoining is set while rejoinKept tries them, in bg.
-	rejoin    []string
-	rejoining atomic.Bool
-	bg        sync.WaitGroup
+	// rejoin are the gossip addresses kept for the next start (rejoin.go),
+	// last written at rejoinSaved; rejoining is set while rejoinKept tries
+	// them, in bg.
+	rejoin      []string
+	rejoinSaved time.Time
+	rejoining   atomic.Bool
+	bg          sync.WaitGroup
 
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/weftnet/weft/internal/atomicfile"
 )
@@ -122,10 +123,16 @@ func (a *Agent) loadRejoin() {
 	a.rejoin = addrs
 }
 
+// rejoinEvery is the least time between two writes of a full rejoin list:
+// while a large mesh forms, the first members by name change with every
+// pass, and each write syncs the disk. A list that is not full yet is
+// written at every change.
+const rejoinEvery = time.Minute
+
 // keepRejoin rewrites the rejoin list when the members it would hold
 // changed. An agent left alone keeps the old list: that is when it needs it.
-func (a *Agent) keepRejoin(members []Member) {
-	if a.cfg.Ephemeral {
+func (a *Agent) keepRejoin(members []Member, now time.Time) {
+	if a.cfg.Ephemeral || len(a.rejoin) == rejoinKeep && now.Sub(a.rejoinSaved) < rejoinEvery {
 		return
 	}
 	addrs := rejoinAddrs(a.cfg.NodeName, members)
@@ -136,7 +143,7 @@ func (a *Agent) keepRejoin(members []Member) {
 		a.log.Warn("saving the rejoin list", "err", err)
 		return
 	}
-	a.rejoin = addrs
+	a.rejoin, a.rejoinSaved = addrs, now
 }
 
 // rejoinKept tries the kept addresses one by one, in the background (a

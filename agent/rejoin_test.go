@@ -116,3 +116,48 @@ func TestRestartRejoinsKeptMembers(t *testing.T) {
 		t.Errorf("the old Serf snapshot is still there: %v", err)
 	}
 }
+
+// A list that is not full is written at every change; a full one at most
+// once a rejoinEvery, so that a forming mesh does not sync the disk at
+// every pass.
+func TestKeepRejoinWrites(t *testing.T) {
+	a := &Agent{cfg: Config{NodeName: "self", StateDir: t.TempDir()}, log: simLogger()}
+	members := func(n, first int) []Member {
+		var out []Member
+		for i := range n {
+			out = append(out, Member{Name: fmt.Sprintf("m%02d", first+i), Status: StatusAlive, Addr: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), uint16(first+i))})
+		}
+		return out
+	}
+	onDisk := func() []string {
+		t.Helper()
+		addrs, err := loadRejoin(a.rejoinPath(), "self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return addrs
+	}
+	t0 := time.Unix(1000, 0)
+	a.keepRejoin(members(2, 10), t0)
+	a.keepRejoin(members(3, 10), t0.Add(time.Second))
+	if got := onDisk(); len(got) != 3 {
+		t.Fatalf("a list not full yet: %v on disk, want the 3 members", got)
+	}
+	a.keepRejoin(members(20, 10), t0.Add(2*time.Second))
+	full := onDisk()
+	if len(full) != rejoinKeep {
+		t.Fatalf("%v on disk, want %d members", full, rejoinKeep)
+	}
+	a.keepRejoin(members(20, 5), t0.Add(3*time.Second))
+	if got := onDisk(); !slices.Equal(got, full) {
+		t.Fatalf("a full list rewritten after 1 s: %v", got)
+	}
+	a.keepRejoin(members(20, 5), t0.Add(2*time.Second+rejoinEvery))
+	if got := onDisk(); slices.Equal(got, full) || got[0] != "198.18.0.1:5" {
+		t.Fatalf("a full list not rewritten after rejoinEvery: %v", got)
+	}
+	a.keepRejoin(nil, t0.Add(time.Hour))
+	if got := onDisk(); len(got) != rejoinKeep {
+		t.Fatalf("alone, the list was dropped: %v", got)
+	}
+}

@@ -534,7 +534,7 @@ func (a *Agent) reconcile() (err error) {
 	leases := a.resolve(members, now)
 	a.tellNewcomers(members, leases, now)
 	a.doubtFailedWinners(members, leases, now)
-	a.keepRejoin(members)
+	a.keepRejoin(members, now)
 	want := Desired(a.cfg.NodeName, members, leases, now)
 	for i := range want.Peers {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
