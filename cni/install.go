@@ -256,7 +256,8 @@ type UninstallConfig struct {
 	// it is byte-identical to it and no conflist records its hash.
 	Executable string
 	// StateDir, when set, is the agent's state directory: its state.json
-	// (WireGuard key, lease), gossip snapshot and leftover temp files go.
+	// (WireGuard key, lease), rejoin.json, an old serf.snapshot and
+	// leftover temp files go.
 	StateDir string
 	// Socket, when set, is the agent's local API socket: it goes.
 	Socket string

@@ -179,7 +179,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&cfg.ListenPort, "wireguard-port", tunnel.DefaultListenPort, "WireGuard UDP port")
 	f.StringVar(&mode, "mode", "auto", "tunnel backend: auto, kernel, tun or netstack")
 	f.StringVar(&cfg.Interface, "interface", "weft0", "WireGuard interface name")
-	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/weft", "where state.json (key, lease) and the gossip snapshot live")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/weft", "where state.json (key, lease) and rejoin.json (members to rejoin) live")
 	f.StringVar(&cfg.SocketPath, "socket", "/run/weft/agent.sock", "local API socket")
 	f.StringVar(&metrics, "metrics-addr", ":9484", "address for /metrics, /healthz, /readyz (empty: off)")
 	f.DurationVar(&cfg.Pool.TTL, "lease-ttl", 10*time.Minute, "how long a failed node keeps its block")

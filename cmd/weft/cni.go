@@ -102,7 +102,7 @@ func newCNIUninstallCmd() *cobra.Command {
 	f.StringVar(&cfg.BinDir, "bin-dir", "/opt/cni/bin", "CNI plugin directory")
 	f.StringVar(&cfg.DataDir, "data-dir", cni.DefaultDataDir, "pod address store (the conflist's, if it is still there)")
 	f.StringVar(&cfg.Interface, "interface", "weft0", "the agent's WireGuard interface")
-	f.StringVar(&cfg.StateDir, "state-dir", "", "the agent's state dir: remove its state.json and gossip snapshot (e.g. /var/lib/weft)")
+	f.StringVar(&cfg.StateDir, "state-dir", "", "the agent's state dir: remove its state.json, rejoin.json and an old serf.snapshot (e.g. /var/lib/weft)")
 	f.StringVar(&cfg.Socket, "socket", "", "the agent's local API socket to remove (e.g. "+cni.DefaultAgentSocket+")")
 	f.StringVar(&cfg.UAPIDir, "uapi-dir", "", "remove <interface>.sock here, a userspace device's UAPI socket (e.g. /var/run/wireguard)")
 	f.BoolVar(&wait, "wait", false, "after a successful uninstall, keep running until SIGTERM (a DaemonSet's main container)")
