@@ -87,6 +87,12 @@ type Config struct {
 	// once (true for scale-down; a crash is a failure and keeps the block
 	// for the TTL instead).
 	LeaveOnExit bool
+	// OnProbe, if set, is called after each of the agent's successful
+	// probes of another member: about once a second in a mesh, never
+	// alone. It is a wakeup the agent has anyway, for periodic work that
+	// need not wake an idle agent on its own (cmd/weft: the GOMAXPROCS
+	// governor). It must not block.
+	OnProbe func()
 	// Resync is how often the agent reconciles without a membership event
 	// or a lease expiry (30 s): the repair of drift.
 	Resync time.Duration

@@ -216,7 +216,14 @@ func (h *heldAcks) AckPayload() []byte {
 }
 
 func (h *heldAcks) NotifyPingComplete(other *memberlist.Node, _ time.Duration, payload []byte) {
-	if m := h.m.Load(); m != nil && payload != nil {
+	m := h.m.Load()
+	if m == nil {
+		return
+	}
+	if m.onProbe != nil {
+		m.onProbe()
+	}
+	if payload != nil {
 		m.takeAck(other.Name, payload)
 	}
 }

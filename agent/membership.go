@@ -59,6 +59,8 @@ type MembershipConfig struct {
 	// probe ack or notice is kept, and how long this member lists its own
 	// failed members in its acks (the lease TTL); 0 means 10 minutes.
 	HoldFor time.Duration
+	// OnProbe is called after each successful probe (Config.OnProbe).
+	OnProbe func()
 	// ignoreAcks learns nothing from probe acks (tests of the notices).
 	ignoreAcks bool
 	// stretch multiplies the "crowded" profile's gossip and probe
@@ -106,6 +108,7 @@ type Membership struct {
 	heardOnce  sync.Once
 	heldWait   time.Duration
 	ignoreAcks bool
+	onProbe    func()
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -283,6 +286,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		heard:      make(chan struct{}),
 		heldWait:   2*mc.ProbeInterval + mc.ProbeTimeout,
 		ignoreAcks: cfg.ignoreAcks,
+		onProbe:    cfg.OnProbe,
 	}
 	acks.m.Store(m)
 	m.wg.Add(2)

@@ -49,6 +49,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Now:        a.cfg.Now,
 		Transport:  a.transport,
 		HoldFor:    a.cfg.Pool.TTL,
+		OnProbe:    a.cfg.OnProbe,
 		ignoreAcks: a.noHeldAcks,
 		stretch:    a.stretch,
 	})

@@ -102,6 +102,18 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			cfg.GossipProfile = profile
 			cfg.LeaveOnExit = !keep
 			cfg.Logger = log
+			// The GOMAXPROCS governor samples after the agent's probes
+			// (internal/procs, Config.Poke), not on a timer of its own.
+			var probed chan struct{}
+			if os.Getenv("GOMAXPROCS") == "" {
+				probed = make(chan struct{}, 1)
+				cfg.OnProbe = func() {
+					select {
+					case probed <- struct{}{}:
+					default:
+					}
+				}
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
@@ -146,14 +158,14 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 				})
 				defer trim.Stop()
 			}
-			if os.Getenv("GOMAXPROCS") == "" {
+			if probed != nil {
 				// An idle agent runs on one P, a busy one on all
 				// (internal/procs); GOMAXPROCS set by hand is left alone.
 				ctx, cancel := context.WithCancel(cmd.Context())
 				done := make(chan struct{})
 				go func() {
 					defer close(done)
-					if err := procs.Run(ctx, procs.Config{}); err != nil {
+					if err := procs.Run(ctx, procs.Config{Poke: probed}); err != nil {
 						log.Warn("GOMAXPROCS governor stopped", "err", err)
 					}
 				}()

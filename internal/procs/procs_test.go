@@ -44,14 +44,43 @@ func TestGovernorSample(t *testing.T) {
 // to one P; a goroutine spinning makes it switch to Max within a sample; at
 // the end it gives Max back.
 func TestRunFollowsRealLoad(t *testing.T) {
+	followsRealLoad(t, Config{Interval: 50 * time.Millisecond})
+}
+
+// The same, sampling only on pokes (the agent's probes): the fallback
+// timer is far beyond the test.
+func TestRunFollowsRealLoadOnPokes(t *testing.T) {
+	poke := make(chan struct{})
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case poke <- struct{}{}:
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	followsRealLoad(t, Config{Interval: 50 * time.Millisecond, Poke: poke, Fallback: time.Hour})
+}
+
+// With a poke source that never pokes, the fallback timer samples.
+func TestRunFallsBackWithoutPokes(t *testing.T) {
+	followsRealLoad(t, Config{Interval: time.Hour, Poke: make(chan struct{}), Fallback: 50 * time.Millisecond})
+}
+
+func followsRealLoad(t *testing.T, cfg Config) {
 	before := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
 	const max = 3
 	runtime.GOMAXPROCS(max)
+	cfg.IdleFor, cfg.Max = 250*time.Millisecond, max
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Interval: 50 * time.Millisecond, IdleFor: 250 * time.Millisecond, Max: max})
+		done <- Run(ctx, cfg)
 	}()
 	waitProcs := func(want int, what string) {
 		t.Helper()
