@@ -89,8 +89,11 @@ func BenchmarkMesh25(b *testing.B) {
 	time.Sleep(30 * time.Second)
 	const window = 60 * time.Second
 	before := make([]float64, len(ps))
+	schedBefore := make([]time.Duration, len(ps))
+	switchesBefore := make([]int, len(ps))
 	for i, p := range ps {
 		before[i] = cpuSeconds(b, p.Pid())
+		schedBefore[i], switchesBefore[i] = threadStats(b, p.Pid())
 	}
 	// WEFT_BENCH_PROFILES=dir keeps Go's profiles of every agent over the
 	// window (an idle agent gives a 100 Hz profile a sample every few
@@ -126,6 +129,9 @@ func BenchmarkMesh25(b *testing.B) {
 	rssOf := map[*agentProc]float64{}
 	for i, p := range ps {
 		mc := (cpuSeconds(b, p.Pid()) - before[i]) / window.Seconds() * 1000
+		onCPU, switches := threadStats(b, p.Pid())
+		schedMC := (onCPU - schedBefore[i]).Seconds() / window.Seconds() * 1000
+		perSec := float64(switches-switchesBefore[i]) / window.Seconds()
 		sum += mc
 		worst = max(worst, mc)
 		m := memMiB(b, p.Pid())
@@ -135,7 +141,7 @@ func BenchmarkMesh25(b *testing.B) {
 		rss = append(rss, m["VmRSS"])
 		rssOf[p] = m["VmRSS"]
 		// Printed, not logged: a benchmark's log keeps its first ten lines.
-		fmt.Printf("%s: %.1f millicores, RSS %.1f MiB (anon %.1f, file %.1f), %.0f threads, GOMAXPROCS %s\n", p.node.Name, mc, m["VmRSS"], m["RssAnon"], m["RssFile"], m["Threads"], gomaxprocs(p))
+		fmt.Printf("%s: %.1f millicores (%.2f by schedstat, %.0f thread wakeups/s), RSS %.1f MiB (anon %.1f, file %.1f), %.0f threads, GOMAXPROCS %s\n", p.node.Name, mc, schedMC, perSec, m["VmRSS"], m["RssAnon"], m["RssFile"], m["Threads"], gomaxprocs(p))
 	}
 	slices.Sort(rss)
 	b.Logf("%s, the largest: %s", largestProc.node.Name, heapSummary(largestProc))
@@ -167,6 +173,36 @@ func cpuSeconds(tb testing.TB, pid int) float64 {
 		tb.Fatalf("/proc/%d/stat: %q", pid, b)
 	}
 	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// threadStats sums over a process's threads their time on a CPU (from
+// schedstat, in ns: finer than stat's 10 ms ticks) and their context
+// switches (each wakeup of a sleeping thread is one).
+func threadStats(tb testing.TB, pid int) (onCPU time.Duration, switches int) {
+	tb.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	if err != nil || len(tasks) == 0 {
+		tb.Fatalf("threads of %d: %v", pid, err)
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(t, "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		ns, err := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64)
+		if err != nil {
+			tb.Fatalf("%s/schedstat: %q", t, b)
+		}
+		onCPU += time.Duration(ns)
+		b, _ = os.ReadFile(filepath.Join(t, "status"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				switches += n
+			}
+		}
+	}
+	return onCPU, switches
 }
 
 // memMiB reads a process's VmRSS, RssAnon and RssFile, in MiB, and its
