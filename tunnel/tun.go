@@ -78,7 +78,12 @@ func createTUN(name string, mtu int) (tun.Device, error) {
 		err = unix.SetNonblock(fd, true)
 	}
 	if err == nil {
-		err = setLinkMTU(name, mtu)
+		var link netlink.Link
+		if link, err = netlink.LinkByName(name); err != nil {
+			err = fmt.Errorf("find link: %w", err)
+		} else {
+			err = setLinkMTU(link, mtu)
+		}
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -89,11 +94,8 @@ func createTUN(name string, mtu int) (tun.Device, error) {
 	return dev, err
 }
 
-func setLinkMTU(name string, mtu int) error {
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("find link: %w", err)
-	}
+// setLinkMTU sets the link's MTU unless it has it already.
+func setLinkMTU(link netlink.Link, mtu int) error {
 	if link.Attrs().MTU == mtu {
 		return nil
 	}
@@ -115,7 +117,7 @@ func configureLink(cfg Config) error {
 			return fmt.Errorf("tunnel %s: add address %s: %w", cfg.Name, cfg.Address, err)
 		}
 	}
-	if err := setLinkMTU(cfg.Name, cfg.MTU); err != nil {
+	if err := setLinkMTU(link, cfg.MTU); err != nil {
 		return fmt.Errorf("tunnel %s: %w", cfg.Name, err)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
