@@ -195,14 +195,24 @@ func threadStats(tb testing.TB, pid int) (onCPU time.Duration, switches int) {
 		}
 		onCPU += time.Duration(ns)
 		b, _ = os.ReadFile(filepath.Join(t, "status"))
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
-				n, _ := strconv.Atoi(strings.TrimSpace(v))
-				switches += n
-			}
+		st := statusFields(b)
+		for _, k := range []string{"voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"} {
+			n, _ := strconv.Atoi(st[k])
+			switches += n
 		}
 	}
 	return onCPU, switches
+}
+
+// statusFields splits a /proc status file into its "key: value" fields.
+func statusFields(b []byte) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
 }
 
 // memMiB reads a process's VmRSS, RssAnon and RssFile, in MiB, and its
@@ -213,28 +223,21 @@ func memMiB(tb testing.TB, pid int) map[string]float64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	st := statusFields(b)
 	m := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if k == "Threads" {
-			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				tb.Fatalf("%s %q: %v", k, v, err)
-			}
-			m[k] = n
-			continue
+	for _, k := range []string{"Threads", "VmRSS", "RssAnon", "RssFile"} {
+		v, ok := st[k]
+		if !ok {
+			tb.Fatalf("/proc/%d/status: no %s, want VmRSS, RssAnon, RssFile, Threads", pid, k)
 		}
-		if !ok || (k != "VmRSS" && k != "RssAnon" && k != "RssFile") {
-			continue
-		}
-		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		n, err := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
 		if err != nil {
 			tb.Fatalf("%s %q: %v", k, v, err)
 		}
-		m[k] = kb / 1024
-	}
-	if len(m) != 4 {
-		tb.Fatalf("/proc/%d/status: %v, want VmRSS, RssAnon, RssFile, Threads", pid, m)
+		if k != "Threads" {
+			n /= 1024 // kB
+		}
+		m[k] = n
 	}
 	return m
 }
