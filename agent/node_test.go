@@ -3,6 +3,10 @@ package agent_test
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +42,13 @@ func TestAgentsFormMesh(t *testing.T) {
 		})
 	}
 	t.Logf("mesh of 3 formed in %v", time.Since(start).Round(time.Millisecond))
+	// The agents run with the default --timer-slack on every thread
+	// (internal/procs.ExecWithTimerSlack): they executed themselves once.
+	for _, p := range all {
+		if err := threadsTimerSlack(p.Pid(), 2*time.Millisecond); err != nil {
+			t.Errorf("%s: %v", p.node.Name, err)
+		}
+	}
 	blocks := map[string]string{}
 	for _, p := range all {
 		st, _ := p.status()
@@ -227,4 +238,27 @@ func linkIndex(t *testing.T, p *agentProc) int {
 		return nil
 	})
 	return idx
+}
+
+// threadsTimerSlack checks that every thread of process pid has a timer
+// slack of want.
+func threadsTimerSlack(pid int, want time.Duration) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join("/proc", task.Name(), "timerslack_ns"))
+		if err != nil {
+			return err
+		}
+		ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return err
+		}
+		if got := time.Duration(ns); got != want {
+			return fmt.Errorf("thread %s of %d threads: timer slack %v, want %v", task.Name(), len(tasks), got, want)
+		}
+	}
+	return nil
 }

@@ -37,6 +37,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		keep                                 bool
 		joinFromKube                         bool
 		kubeconfig, joinNodeSelector         string
+		timerSlack                           time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -46,6 +47,13 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			log, err := g.logger()
 			if err != nil {
 				return err
+			}
+			if timerSlack > 0 {
+				// Before anything is opened: this executes the binary
+				// again (internal/procs), once.
+				if err := procs.ExecWithTimerSlack(timerSlack); err != nil {
+					log.Warn("running with the default timer slack", "err", err)
+				}
 			}
 			for _, j := range join {
 				a, err := agent.ParseJoinAddr(j)
@@ -198,6 +206,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&cfg.MTU, "mtu", 1500-tunnel.Overhead, "tunnel MTU (underlay MTU - 80)")
 	f.DurationVar(&cfg.Keepalive, "keepalive", 25*time.Second, "WireGuard persistent keepalive for every peer (negative: off)")
 	f.DurationVar(&cfg.KeyRotation, "key-rotation", 0, "rotate the WireGuard key this often (0: off)")
+	f.DurationVar(&timerSlack, "timer-slack", 2*time.Millisecond, "how late the kernel may fire the agent's timers, to serve several with one wakeup (0: the system's default)")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the agent to this file until it exits")
 	f.MarkHidden("cpu-profile")
 	f.BoolVar(&keep, "keep-on-exit", false, "do not leave the mesh on exit (the block stays held for the lease TTL)")
