@@ -61,9 +61,17 @@ func ExecWithTimerSlack(d time.Duration) error {
 	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(d.Nanoseconds()), 0, 0, 0); err != nil {
 		return fmt.Errorf("setting the timer slack: %w", err)
 	}
-	// /proc/self/exe is the running binary even if the file was replaced
-	// since (an upgrade in place).
-	if err := unix.Exec("/proc/self/exe", os.Args, os.Environ()); err != nil {
+	// The binary's own path, not /proc/self/exe: the kernel names the
+	// process after the file executed, and ps, top and pgrep would show
+	// "exe". /proc/self/exe only if the path is gone.
+	exe, err := os.Executable()
+	if err == nil {
+		err = unix.Exec(exe, os.Args, os.Environ())
+	}
+	if err != nil {
+		err = unix.Exec("/proc/self/exe", os.Args, os.Environ())
+	}
+	if err != nil {
 		// Leave this thread as it was: the process goes on without.
 		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(cur.Nanoseconds()), 0, 0, 0)
 		return fmt.Errorf("executing itself with a timer slack of %v: %w", d, err)

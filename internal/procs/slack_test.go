@@ -16,8 +16,8 @@ import (
 const slackHelperEnv = "WEFT_PROCS_SLACK_HELPER"
 
 // TestExecWithTimerSlack runs this test binary as a helper that calls
-// ExecWithTimerSlack: it must execute itself exactly once, keep its pid,
-// and come back with every thread at the new slack.
+// ExecWithTimerSlack: it must execute itself exactly once, keep its pid
+// and its name, and come back with every thread at the new slack.
 func TestExecWithTimerSlack(t *testing.T) {
 	cur, err := TimerSlack()
 	if err != nil {
@@ -35,7 +35,7 @@ func TestExecWithTimerSlack(t *testing.T) {
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
-		case len(f) == 3 && f[0] == "start":
+		case len(f) == 4 && f[0] == "start":
 			starts = append(starts, sc.Text())
 		case len(f) == 3 && f[0] == "thread":
 			threads = append(threads, sc.Text())
@@ -44,13 +44,16 @@ func TestExecWithTimerSlack(t *testing.T) {
 	if len(starts) != 2 {
 		t.Fatalf("the helper started %d times, want 2 (itself, then once executed again):\n%s", len(starts), out)
 	}
-	var pid [2]string
+	var pid, comm [2]string
 	var slack [2]int64
 	for i, s := range starts {
-		fmt.Sscanf(s, "start %s %d", &pid[i], &slack[i])
+		fmt.Sscanf(s, "start %s %d %s", &pid[i], &slack[i], &comm[i])
 	}
 	if pid[0] != pid[1] {
 		t.Errorf("pid changed across the exec: %s, then %s", pid[0], pid[1])
+	}
+	if comm[0] != comm[1] {
+		t.Errorf("process name changed across the exec: %q, then %q (ps and pgrep go by it)", comm[0], comm[1])
 	}
 	if time.Duration(slack[0]) != cur {
 		t.Errorf("first start: slack %v, want the parent's %v", time.Duration(slack[0]), cur)
@@ -86,7 +89,11 @@ func TestTimerSlackHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("start %d %d\n", os.Getpid(), cur.Nanoseconds())
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("start %d %d %s\n", os.Getpid(), cur.Nanoseconds(), strings.TrimSpace(string(comm)))
 	os.Stdout.Sync()
 	if err := ExecWithTimerSlack(time.Duration(ns)); err != nil {
 		t.Fatal(err)
