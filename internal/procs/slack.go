@@ -10,6 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// execedEnv marks the process ExecWithTimerSlack executed.
+const execedEnv = "WEFT_TIMER_SLACK_EXECED"
+
 // TimerSlack is the timer slack of the calling thread: how late the kernel
 // may fire its timers, so that it can serve several with one wakeup.
 func TimerSlack() (time.Duration, error) {
@@ -46,6 +49,16 @@ func ExecWithTimerSlack(d time.Duration) error {
 	if d <= 0 {
 		return errors.New("timer slack: want a positive duration")
 	}
+	// Set in the executed process's environment: it executes itself once
+	// at most, even where the kernel does not keep the slack (it ignores
+	// it for real-time threads) and so the check below fails again.
+	if v, ok := os.LookupEnv(execedEnv); ok {
+		os.Unsetenv(execedEnv) // not for the processes it starts
+		if cur, err := TimerSlack(); err == nil && cur < d {
+			return fmt.Errorf("timer slack %v after executing itself with %v (ignored by the kernel?)", cur, v)
+		}
+		return nil
+	}
 	cur, err := TimerSlack()
 	if err != nil {
 		return err
@@ -64,12 +77,13 @@ func ExecWithTimerSlack(d time.Duration) error {
 	// The binary's own path, not /proc/self/exe: the kernel names the
 	// process after the file executed, and ps, top and pgrep would show
 	// "exe". /proc/self/exe only if the path is gone.
+	env := append(os.Environ(), execedEnv+"="+d.String())
 	exe, err := os.Executable()
 	if err == nil {
-		err = unix.Exec(exe, os.Args, os.Environ())
+		err = unix.Exec(exe, os.Args, env)
 	}
 	if err != nil {
-		err = unix.Exec("/proc/self/exe", os.Args, os.Environ())
+		err = unix.Exec("/proc/self/exe", os.Args, env)
 	}
 	if err != nil {
 		// Leave this thread as it was: the process goes on without.

@@ -95,7 +95,11 @@ func TestTimerSlackHelper(t *testing.T) {
 	}
 	fmt.Printf("start %d %d %s\n", os.Getpid(), cur.Nanoseconds(), strings.TrimSpace(string(comm)))
 	os.Stdout.Sync()
-	if err := ExecWithTimerSlack(time.Duration(ns)); err != nil {
+	err = ExecWithTimerSlack(time.Duration(ns))
+	if _, ok := os.LookupEnv(execedEnv); !ok {
+		fmt.Printf("%s unset\n", execedEnv)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	tasks, err := os.ReadDir("/proc/self/task")
@@ -108,6 +112,30 @@ func TestTimerSlackHelper(t *testing.T) {
 			t.Fatal(err)
 		}
 		fmt.Printf("thread %s %s\n", task.Name(), strings.TrimSpace(string(b)))
+	}
+}
+
+// Where the kernel does not keep the slack across the exec (it ignores it
+// for real-time threads), the executed process must not execute itself
+// again and again: it reports the error and goes on.
+func TestExecWithTimerSlackOnlyOnce(t *testing.T) {
+	cur, err := TimerSlack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := max(2*cur, 3*time.Millisecond)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTimerSlackHelper$", "-test.v")
+	// As if the helper had executed itself and lost the slack.
+	cmd.Env = append(os.Environ(), slackHelperEnv+"="+strconv.FormatInt(want.Nanoseconds(), 10), execedEnv+"="+want.String())
+	out, _ := cmd.CombinedOutput()
+	if n := strings.Count(string(out), "\nstart "); n != 1 {
+		t.Errorf("the helper started %d times, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(string(out), "after executing itself") {
+		t.Errorf("no error about the lost slack:\n%s", out)
+	}
+	if !strings.Contains(string(out), execedEnv+" unset") {
+		t.Errorf("%s left in the environment:\n%s", execedEnv, out)
 	}
 }
 
