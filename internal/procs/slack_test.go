@@ -19,14 +19,7 @@ const slackHelperEnv = "WEFT_PROCS_SLACK_HELPER"
 // ExecWithTimerSlack: it must execute itself exactly once, keep its pid
 // and its name, and come back with every thread at the new slack.
 func TestExecWithTimerSlack(t *testing.T) {
-	cur, err := TimerSlack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := max(2*cur, 3*time.Millisecond)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTimerSlackHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), slackHelperEnv+"="+strconv.FormatInt(want.Nanoseconds(), 10))
-	out, err := cmd.CombinedOutput()
+	cur, want, out, err := runSlackHelper(t, false)
 	if err != nil {
 		t.Fatalf("helper: %v\n%s", err, out)
 	}
@@ -74,6 +67,24 @@ func TestExecWithTimerSlack(t *testing.T) {
 	}
 }
 
+// runSlackHelper runs TestTimerSlackHelper in a new process of this test
+// binary, asking for want, a slack above this process's cur; execed starts
+// it as the process ExecWithTimerSlack has executed.
+func runSlackHelper(t *testing.T, execed bool) (cur, want time.Duration, out []byte, err error) {
+	t.Helper()
+	if cur, err = TimerSlack(); err != nil {
+		t.Fatal(err)
+	}
+	want = max(2*cur, 3*time.Millisecond)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTimerSlackHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), slackHelperEnv+"="+strconv.FormatInt(want.Nanoseconds(), 10))
+	if execed {
+		cmd.Env = append(cmd.Env, execedEnv+"="+want.String())
+	}
+	out, err = cmd.CombinedOutput()
+	return cur, want, out, err
+}
+
 // TestTimerSlackHelper is the helper process of TestExecWithTimerSlack; it
 // does nothing in a normal test run.
 func TestTimerSlackHelper(t *testing.T) {
@@ -119,15 +130,8 @@ func TestTimerSlackHelper(t *testing.T) {
 // for real-time threads), the executed process must not execute itself
 // again and again: it reports the error and goes on.
 func TestExecWithTimerSlackOnlyOnce(t *testing.T) {
-	cur, err := TimerSlack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := max(2*cur, 3*time.Millisecond)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTimerSlackHelper$", "-test.v")
 	// As if the helper had executed itself and lost the slack.
-	cmd.Env = append(os.Environ(), slackHelperEnv+"="+strconv.FormatInt(want.Nanoseconds(), 10), execedEnv+"="+want.String())
-	out, _ := cmd.CombinedOutput()
+	_, _, out, _ := runSlackHelper(t, true)
 	if n := strings.Count(string(out), "\nstart "); n != 1 {
 		t.Errorf("the helper started %d times, want 1:\n%s", n, out)
 	}
