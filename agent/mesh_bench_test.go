@@ -125,7 +125,7 @@ func BenchmarkMesh25(b *testing.B) {
 	var sum, worst float64
 	var largest map[string]float64
 	var largestProc *agentProc
-	var rss []float64
+	var rss, pss, pssAnon []float64
 	rssOf := map[*agentProc]float64{}
 	for i, p := range ps {
 		mc := (cpuSeconds(b, p.Pid()) - before[i]) / window.Seconds() * 1000
@@ -141,7 +141,9 @@ func BenchmarkMesh25(b *testing.B) {
 		rss = append(rss, m["VmRSS"])
 		rssOf[p] = m["VmRSS"]
 		// Printed, not logged: a benchmark's log keeps its first ten lines.
-		fmt.Printf("%s: %.1f millicores (%.2f by schedstat, %.0f thread wakeups/s), RSS %.1f MiB (anon %.1f, file %.1f), %.0f threads, GOMAXPROCS %s\n", p.node.Name, mc, schedMC, perSec, m["VmRSS"], m["RssAnon"], m["RssFile"], m["Threads"], gomaxprocs(p))
+		fmt.Printf("%s: %.1f millicores (%.2f by schedstat, %.0f thread wakeups/s), RSS %.1f MiB (anon %.1f, file %.1f), PSS %.1f MiB (anon %.1f), %.0f threads, GOMAXPROCS %s\n", p.node.Name, mc, schedMC, perSec, m["VmRSS"], m["RssAnon"], m["RssFile"], m["Pss"], m["Pss_Anon"], m["Threads"], gomaxprocs(p))
+		pss = append(pss, m["Pss"])
+		pssAnon = append(pssAnon, m["Pss_Anon"])
 	}
 	slices.Sort(rss)
 	b.Logf("%s, the largest: %s", largestProc.node.Name, heapSummary(largestProc))
@@ -156,6 +158,14 @@ func BenchmarkMesh25(b *testing.B) {
 	// binary it has mapped (shared with other processes of that binary).
 	b.ReportMetric(largest["RssAnon"], "idle-rss-anon-MiB")
 	b.ReportMetric(largest["RssFile"], "idle-rss-file-MiB")
+	// PSS charges each shared page (the binary's text, mapped by all 25
+	// agents) to its sharers in equal parts: the memory one more agent
+	// really costs the node.
+	slices.Sort(pss)
+	slices.Sort(pssAnon)
+	b.ReportMetric(pss[len(pss)/2], "idle-pss-median-MiB")
+	b.ReportMetric(pss[len(pss)-1], "idle-pss-max-MiB")
+	b.ReportMetric(pssAnon[len(pssAnon)-1], "idle-pss-anon-max-MiB")
 }
 
 // cpuSeconds is the user+system CPU time of a process, from /proc.
@@ -216,7 +226,8 @@ func statusFields(b []byte) map[string]string {
 }
 
 // memMiB reads a process's VmRSS, RssAnon and RssFile, in MiB, and its
-// thread count (Threads), from /proc.
+// thread count (Threads), from /proc/PID/status, and its Pss and Pss_Anon
+// from /proc/PID/smaps_rollup.
 func memMiB(tb testing.TB, pid int) map[string]float64 {
 	tb.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -238,6 +249,22 @@ func memMiB(tb testing.TB, pid int) map[string]float64 {
 			n /= 1024 // kB
 		}
 		m[k] = n
+	}
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st = statusFields(b)
+	for _, k := range []string{"Pss", "Pss_Anon"} {
+		v, ok := st[k]
+		if !ok {
+			tb.Fatalf("/proc/%d/smaps_rollup: no %s", pid, k)
+		}
+		n, err := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
+		if err != nil {
+			tb.Fatalf("%s %q: %v", k, v, err)
+		}
+		m[k] = n / 1024
 	}
 	return m
 }

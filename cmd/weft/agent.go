@@ -13,17 +13,9 @@ import (
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/kubejoin"
-	"github.com/weftnet/weft/internal/memtrim"
 	"github.com/weftnet/weft/internal/procs"
 	"github.com/weftnet/weft/tunnel"
 )
-
-// trimAt is when, after its start, the agent trims: after the first join,
-// lease and device setup, which take seconds, and twice more while the
-// rest of a new cluster joins (every join is a push-pull with someone):
-// in the 25-agent lab the first agents kept ~6 MiB more heap than the
-// last ones, all of it garbage of the later joins.
-var trimAt = [...]time.Duration{30 * time.Second, 2 * time.Minute, 10 * time.Minute}
 
 func newAgentCmd(g *globalFlags) *cobra.Command {
 	var (
@@ -146,25 +138,6 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 					return err
 				}
 				defer pprof.StopCPUProfile()
-			}
-			// Once started, drop the binary's pages that only starting
-			// touched (internal/memtrim): ~5 MiB of an idle agent's RSS.
-			for _, at := range trimAt {
-				trim := time.AfterFunc(at, func() {
-					r, err := memtrim.Trim()
-					// Return the garbage of starting (joins, push-pulls)
-					// too, and the trim's own (it reads all of
-					// /proc/self/smaps), after it: otherwise that garbage
-					// stays resident until the next collection, which an
-					// idle agent runs about once a minute.
-					debug.FreeOSMemory()
-					if err != nil {
-						log.Warn("dropping start-up pages failed", "err", err)
-						return
-					}
-					log.Debug("dropped start-up pages of the binary", "resident_before_mib", r.Bytes()>>20, "mappings", len(r.Trimmed), "skipped", len(r.Skipped))
-				})
-				defer trim.Stop()
 			}
 			if probed != nil {
 				// An idle agent runs on one P, a busy one on all
