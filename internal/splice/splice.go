@@ -1,4 +1,4 @@
-package netstack
+package splice
 
 import (
 	"io"
@@ -6,19 +6,19 @@ import (
 	"sync"
 )
 
-// splice copies a to b and b to a until both directions are done, then
+// Conns copies a to b and b to a until both directions are done, then
 // closes both. When one side has sent everything (EOF), the other side's
 // write half is shut and the opposite direction keeps flowing, so TCP
 // half-closes cross the splice. When either side fails (a reset, a write
 // error), both are aborted, so the failure reaches both peers as a reset
 // rather than as a clean end of stream.
-func splice(a, b net.Conn) {
+func Conns(a, b net.Conn) {
 	var once sync.Once
 	end := func(abortive bool) {
 		once.Do(func() {
 			if abortive {
-				abort(a)
-				abort(b)
+				Abort(a)
+				Abort(b)
 				return
 			}
 			a.Close()
@@ -52,21 +52,21 @@ func copyHalf(dst, src net.Conn, end func(abortive bool)) {
 	}
 }
 
-// abort closes c with a RST where c can send one (*net.TCPConn,
-// overlayConn), and plainly otherwise.
-func abort(c net.Conn) {
+// Abort closes c with a RST where c can send one (*net.TCPConn, a
+// netstack overlay connection), and plainly otherwise.
+func Abort(c net.Conn) {
 	if l, ok := c.(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
 	}
 	c.Close()
 }
 
-// tracker owns the goroutines and connections of one server: the
-// forwarder of a Stack, or one Serve call of a Proxy. shutdown aborts
-// every connection it tracks, which ends the goroutines blocked on them,
-// and makes enter and track fail from then on; wait waits for the
-// goroutines.
-type tracker struct {
+// Tracker owns the goroutines and connections of one server: the
+// forwarder of a netstack Stack, or one Serve call of the sidecar's proxy.
+// Shutdown aborts every connection it tracks, which ends the goroutines
+// blocked on them, and makes Enter and Track fail from then on; Wait waits
+// for the goroutines. The zero Tracker is ready to use.
+type Tracker struct {
 	mu     sync.Mutex
 	closed bool
 	nextID uint64
@@ -76,9 +76,9 @@ type tracker struct {
 	wg    sync.WaitGroup
 }
 
-// enter counts the calling goroutine until leave, or returns false once
+// Enter counts the calling goroutine until Leave, or returns false once
 // the tracker is shut down.
-func (t *tracker) enter() bool {
+func (t *Tracker) Enter() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -88,24 +88,25 @@ func (t *tracker) enter() bool {
 	return true
 }
 
-func (t *tracker) leave() { t.wg.Done() }
+// Leave ends what Enter counted.
+func (t *Tracker) Leave() { t.wg.Done() }
 
-// start runs fn on a counted goroutine, or returns false once the
+// Start runs fn on a counted goroutine, or returns false once the
 // tracker is shut down.
-func (t *tracker) start(fn func()) bool {
-	if !t.enter() {
+func (t *Tracker) Start(fn func()) bool {
+	if !t.Enter() {
 		return false
 	}
 	go func() {
-		defer t.leave()
+		defer t.Leave()
 		fn()
 	}()
 	return true
 }
 
-// track adds conns until untrack with the returned ID, or returns false
+// Track adds conns until Untrack with the returned ID, or returns false
 // once the tracker is shut down; the caller then closes them.
-func (t *tracker) track(conns ...net.Conn) (uint64, bool) {
+func (t *Tracker) Track(conns ...net.Conn) (uint64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -119,13 +120,16 @@ func (t *tracker) track(conns ...net.Conn) (uint64, bool) {
 	return t.nextID, true
 }
 
-func (t *tracker) untrack(id uint64) {
+// Untrack forgets the connections Track added under id.
+func (t *Tracker) Untrack(id uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.conns, id)
 }
 
-func (t *tracker) shutdown() {
+// Shutdown aborts every tracked connection; Enter, Start and Track fail
+// from then on.
+func (t *Tracker) Shutdown() {
 	t.mu.Lock()
 	t.closed = true
 	conns := t.conns
@@ -133,9 +137,10 @@ func (t *tracker) shutdown() {
 	t.mu.Unlock()
 	for _, group := range conns {
 		for _, c := range group {
-			abort(c)
+			Abort(c)
 		}
 	}
 }
 
-func (t *tracker) wait() { t.wg.Wait() }
+// Wait waits for the goroutines Enter and Start counted.
+func (t *Tracker) Wait() { t.wg.Wait() }

@@ -1,4 +1,4 @@
-package netstack
+package proxy
 
 import (
 	"bufio"
@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/weftnet/weft/internal/splice"
+	"github.com/weftnet/weft/netstack"
 )
 
 var (
@@ -30,7 +33,7 @@ var (
 // server on b port 80 and a DialFunc through a that resolves the names
 // in the .weft zone the way the sidecar will: echo.weft and web.weft are
 // b, anything else does not exist.
-func proxyPair(t *testing.T) (a, b *Stack, dial DialFunc) {
+func proxyPair(t *testing.T) (a, b *netstack.Stack, dial DialFunc) {
 	t.Helper()
 	a, b = newPair(t, []netip.Addr{addrA, v6A}, []netip.Addr{addrB, v6B})
 	ln, err := b.Listen("tcp", ":80")
@@ -644,7 +647,7 @@ func FuzzSOCKS5Handshake(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			p.handleSOCKS5(context.Background(), c, new(tracker))
+			p.handleSOCKS5(context.Background(), c, new(splice.Tracker))
 		}()
 		select {
 		case <-done:

@@ -1,4 +1,4 @@
-package netstack
+package proxy
 
 import (
 	"bufio"
@@ -19,15 +19,16 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/weftnet/weft/internal/splice"
 )
 
-// This file is the outbound side of a sidecar: the app of the pod reaches
-// the overlay through a SOCKS5 proxy, an HTTP proxy and static forwards
-// listening on kernel sockets, each dialing out with a DialFunc (in the
-// sidecar, Stack.DialContext behind name resolution).
-
-// DefaultHandshakeTimeout is the default of Proxy.HandshakeTimeout.
-const DefaultHandshakeTimeout = 10 * time.Second
+// Defaults for the zero values of Proxy.
+const (
+	DefaultMaxConns         = 1024
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+)
 
 // maxHeaderBytes bounds the head of a request to the HTTP proxy.
 const maxHeaderBytes = 64 << 10
@@ -68,7 +69,7 @@ type Proxy struct {
 
 // connHandler serves one accepted connection c. The caller closes c when
 // it returns; t tracks the connections c is spliced to.
-type connHandler func(ctx context.Context, c net.Conn, t *tracker)
+type connHandler func(ctx context.Context, c net.Conn, t *splice.Tracker)
 
 // ServeSOCKS5 serves SOCKS5 (RFC 1928) on ln: the CONNECT command to
 // IPv4, IPv6 and domain-name destinations, with no authentication, which
@@ -100,11 +101,11 @@ func (p *Proxy) ServeForward(ctx context.Context, ln net.Listener, network, targ
 		ln.Close()
 		return fmt.Errorf("proxy: forward %s to %s %s: unsupported network (want tcp, tcp4 or tcp6)", ln.Addr(), network, target)
 	}
-	forward := func(ctx context.Context, c net.Conn, t *tracker) {
+	forward := func(ctx context.Context, c net.Conn, t *splice.Tracker) {
 		up, err := p.dial(ctx, network, target)
 		if err != nil {
 			p.logger().Debug("proxy: forward: dial failed", "client", c.RemoteAddr(), "target", target, "err", err)
-			abort(c)
+			splice.Abort(c)
 			return
 		}
 		p.splice(c, up, t)
@@ -122,7 +123,7 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, kind string, handle,
 		return fmt.Errorf("proxy: %s on %s: no Dial function", kind, ln.Addr())
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	var t tracker
+	var t splice.Tracker
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
@@ -132,8 +133,8 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, kind string, handle,
 	defer func() {
 		cancel()
 		<-closed
-		t.shutdown()
-		t.wait()
+		t.Shutdown()
+		t.Wait()
 	}()
 
 	var delay time.Duration
@@ -163,23 +164,23 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, kind string, handle,
 }
 
 // dispatch starts handle or reject on c, or closes it.
-func (p *Proxy) dispatch(ctx context.Context, t *tracker, c net.Conn, handle, reject connHandler) {
+func (p *Proxy) dispatch(ctx context.Context, t *splice.Tracker, c net.Conn, handle, reject connHandler) {
 	limit := int64(cmp.Or(p.MaxConns, DefaultMaxConns))
 	run := func(count *atomic.Int64, h connHandler) bool {
 		if count.Add(1) > limit {
 			count.Add(-1)
 			return false
 		}
-		id, ok := t.track(c)
-		if ok && t.start(func() {
+		id, ok := t.Track(c)
+		if ok && t.Start(func() {
 			defer count.Add(-1)
-			defer t.untrack(id)
+			defer t.Untrack(id)
 			defer c.Close()
 			h(ctx, c, t)
 		}) {
 			return true
 		}
-		t.untrack(id)
+		t.Untrack(id)
 		count.Add(-1)
 		return false
 	}
@@ -207,14 +208,14 @@ func (p *Proxy) dial(ctx context.Context, network, address string) (net.Conn, er
 
 // splice splices the client connection c to up, tracking up so that a
 // shutdown aborts it.
-func (p *Proxy) splice(c, up net.Conn, t *tracker) {
-	id, ok := t.track(up)
+func (p *Proxy) splice(c, up net.Conn, t *splice.Tracker) {
+	id, ok := t.Track(up)
 	if !ok {
-		abort(up)
+		splice.Abort(up)
 		return
 	}
-	defer t.untrack(id)
-	splice(c, up)
+	defer t.Untrack(id)
+	splice.Conns(c, up)
 }
 
 func (p *Proxy) handshakeDeadline() time.Time {
@@ -250,7 +251,7 @@ const (
 	socks5AddressUnsupported = 0x08
 )
 
-func (p *Proxy) handleSOCKS5(ctx context.Context, c net.Conn, t *tracker) {
+func (p *Proxy) handleSOCKS5(ctx context.Context, c net.Conn, t *splice.Tracker) {
 	c.SetDeadline(p.handshakeDeadline())
 	target, err := socks5Handshake(c)
 	if err != nil {
@@ -273,7 +274,7 @@ func (p *Proxy) handleSOCKS5(ctx context.Context, c net.Conn, t *tracker) {
 }
 
 // rejectSOCKS5 answers a well-formed request with a general failure.
-func (p *Proxy) rejectSOCKS5(_ context.Context, c net.Conn, _ *tracker) {
+func (p *Proxy) rejectSOCKS5(_ context.Context, c net.Conn, _ *splice.Tracker) {
 	c.SetDeadline(p.handshakeDeadline())
 	if _, err := socks5Handshake(c); err == nil {
 		writeSOCKS5Reply(c, socks5GeneralFailure, nil)
@@ -398,7 +399,7 @@ func isTimeout(err error) bool {
 		errors.Is(err, syscall.ETIMEDOUT) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-func (p *Proxy) handleHTTP(ctx context.Context, c net.Conn, t *tracker) {
+func (p *Proxy) handleHTTP(ctx context.Context, c net.Conn, t *splice.Tracker) {
 	req, br, ok := p.readHTTPRequest(c)
 	if !ok {
 		return
@@ -411,7 +412,7 @@ func (p *Proxy) handleHTTP(ctx context.Context, c net.Conn, t *tracker) {
 }
 
 // rejectHTTP answers a request with 503 Service Unavailable.
-func (p *Proxy) rejectHTTP(_ context.Context, c net.Conn, _ *tracker) {
+func (p *Proxy) rejectHTTP(_ context.Context, c net.Conn, _ *splice.Tracker) {
 	if _, _, ok := p.readHTTPRequest(c); ok {
 		writeHTTPError(c, http.StatusServiceUnavailable, "proxy: too many connections")
 	}
@@ -442,7 +443,7 @@ func (p *Proxy) readHTTPRequest(c net.Conn) (*http.Request, *bufio.Reader, bool)
 }
 
 // connectHTTP opens a CONNECT tunnel.
-func (p *Proxy) connectHTTP(ctx context.Context, c net.Conn, br *bufio.Reader, req *http.Request, t *tracker) {
+func (p *Proxy) connectHTTP(ctx context.Context, c net.Conn, br *bufio.Reader, req *http.Request, t *splice.Tracker) {
 	target := req.URL.Host
 	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
 		writeHTTPError(c, http.StatusBadRequest, fmt.Sprintf("proxy: CONNECT target %q is not host:port", req.RequestURI))
@@ -463,8 +464,8 @@ func (p *Proxy) connectHTTP(ctx context.Context, c net.Conn, br *bufio.Reader, r
 	if n := br.Buffered(); n > 0 {
 		early, _ := br.Peek(n)
 		if _, err := up.Write(early); err != nil {
-			abort(up)
-			abort(c)
+			splice.Abort(up)
+			splice.Abort(c)
 			return
 		}
 	}
