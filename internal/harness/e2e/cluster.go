@@ -91,13 +91,7 @@ func (p *proc) stop(sig syscall.Signal) {
 		return
 	default:
 	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	netlab.StopProcess(p.cmd.Process, p.done, sig, 15*time.Second)
 }
 
 func (p *proc) running() bool {
