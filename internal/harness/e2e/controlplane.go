@@ -38,6 +38,34 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	if _, err := c.CP.Run(ctx, "ip", "addr", "add", APIServerAddr+"/15", "dev", "eth0"); err != nil {
 		return err
 	}
+	saKey, err := c.writeControlPlaneFiles(dir)
+	if err != nil {
+		return err
+	}
+	if err := c.startEtcd(ctx, dir); err != nil {
+		return err
+	}
+	api, err := c.startAPIServer(ctx, dir, saKey)
+	if err != nil {
+		return err
+	}
+	if err := c.waitAPIServer(ctx, api); err != nil {
+		return err
+	}
+	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
+		return err
+	}
+	c.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	if err := writeKubeconfig(c.Kubeconfig, c.Config.Host, c.CAFile, c.adminToken); err != nil {
+		return err
+	}
+	return c.startControllers(ctx, dir, saKey)
+}
+
+// writeControlPlaneFiles writes the apiserver's token file (the admin's
+// token and one per node), its audit policy and the service-account
+// signing key into dir, and returns the key's path.
+func (c *Cluster) writeControlPlaneFiles(dir string) (saKey string, err error) {
 	c.adminToken = k8stest.RandomHex(16)
 	var tokens strings.Builder
 	fmt.Fprintf(&tokens, "%s,%s,%s,\"system:masters\"\n", c.adminToken, AdminUser, AdminUser)
@@ -55,16 +83,20 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			return err
+			return "", err
 		}
 	}
-	saKey := filepath.Join(dir, "sa.key")
+	saKey = filepath.Join(dir, "sa.key")
 	if err := k8stest.WriteECKey(saKey); err != nil {
-		return err
+		return "", err
 	}
 	c.AuditLog = filepath.Join(dir, "audit.log")
+	return saKey, nil
+}
 
-	etcd, err := c.startProcess(ctx, c.CP.Path(), "etcd", "etcd", []string{
+// startEtcd runs a one-member etcd on the node's loopback.
+func (c *Cluster) startEtcd(ctx context.Context, dir string) error {
+	_, err := c.startProcess(ctx, c.CP.Path(), "etcd", "etcd", []string{
 		"--name=weft-e2e",
 		"--data-dir=" + filepath.Join(dir, "etcd"),
 		"--listen-client-urls=http://127.0.0.1:2379",
@@ -77,10 +109,13 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		// A lab on a shared 2-core machine: no fsync per commit.
 		"--unsafe-no-fsync",
 	}, filepath.Join(dir, "etcd.log"))
-	if err != nil {
-		return err
-	}
-	_ = etcd
+	return err
+}
+
+// startAPIServer runs kube-apiserver on APIServerAddr and sets c's admin
+// client configuration for it. The flag list is one per line, as in a
+// manifest.
+func (c *Cluster) startAPIServer(ctx context.Context, dir, saKey string) (*proc, error) {
 	certDir := filepath.Join(dir, "certs")
 	api, err := c.startProcess(ctx, c.CP.Path(), "kube-apiserver", filepath.Join(c.cfg.BinDir, "kube-apiserver"), []string{
 		"--etcd-servers=http://127.0.0.1:2379",
@@ -107,7 +142,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--profiling=false",
 	}, filepath.Join(dir, "kube-apiserver.log"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.CAFile = filepath.Join(certDir, "apiserver.crt")
 	c.Config = &rest.Config{
@@ -121,26 +156,19 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		// control-plane node's: every connection is made from in there.
 		Dial: c.CP.DialContext,
 	}
-	if err := c.waitAPIServer(ctx, api); err != nil {
-		return err
-	}
-	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
-		return err
-	}
-	c.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
-	if err := writeKubeconfig(c.Kubeconfig, c.Config.Host, c.CAFile, c.adminToken); err != nil {
-		return err
-	}
-	for _, comp := range []struct{ name, extra string }{
-		{"kube-controller-manager", ""},
-		{"kube-scheduler", ""},
-	} {
+	return api, nil
+}
+
+// startControllers runs kube-controller-manager and kube-scheduler with
+// the admin kubeconfig.
+func (c *Cluster) startControllers(ctx context.Context, dir, saKey string) error {
+	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
 		args := []string{
 			"--kubeconfig=" + c.Kubeconfig,
 			"--leader-elect=false",
 			"--bind-address=127.0.0.1",
 		}
-		if comp.name == "kube-controller-manager" {
+		if name == "kube-controller-manager" {
 			args = append(args,
 				"--service-account-private-key-file="+saKey,
 				"--root-ca-file="+c.CAFile,
@@ -150,7 +178,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 				"--node-monitor-grace-period=20s",
 			)
 		}
-		if _, err := c.startProcess(ctx, c.CP.Path(), comp.name, filepath.Join(c.cfg.BinDir, comp.name), args, filepath.Join(dir, comp.name+".log")); err != nil {
+		if _, err := c.startProcess(ctx, c.CP.Path(), name, filepath.Join(c.cfg.BinDir, name), args, filepath.Join(dir, name+".log")); err != nil {
 			return err
 		}
 	}
