@@ -8,9 +8,9 @@ WEFT      := $(BIN)/weft
 WGGO_VER  := $(shell $(GO) list -m -f '{{.Version}}' golang.zx2c4.com/wireguard 2>/dev/null)
 STOCK     := $(BIN)/wireguard
 # Kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubelet, kubectl) and containerd for the cluster tests (internal/k8stest,
-# internal/e2e), built from the Go module proxy by tools/k8s (a module of
-# its own).
+# kubelet, kubectl) and containerd for the cluster tests
+# (internal/harness/k8stest, internal/harness/e2e), built from the Go module
+# proxy by tools/k8s (a module of its own).
 K8S_BIN   := $(BIN)/k8s
 APISERVER := $(BIN)/kube-apiserver
 FUZZTIME  ?= 10s
@@ -24,7 +24,8 @@ DEB_CMDS := iperf3:iperf3 wg:wireguard-tools tcpdump:tcpdump ip:iproute2 ping:ip
 
 all: build
 
-# Static, as the image ships it (internal/e2e, internal/netlab build the same).
+# Static, as the image ships it (the tests build the same:
+# internal/harness/gobuild).
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(WEFT) ./cmd/weft
 
@@ -49,7 +50,8 @@ lint:
 	$(GO) vet ./...
 
 # The full suite: real namespaces, veths, TUN devices and traffic (as root),
-# the real kube-apiserver tests and the real-node cluster (internal/e2e).
+# the real kube-apiserver tests and the real-node cluster
+# (internal/harness/e2e).
 # Packages run one at a time (-p 1): the lab, simulation and cluster tests
 # each want the whole machine, and a starved gossip failure detector flags
 # live nodes.
@@ -68,7 +70,7 @@ $(K8S_BIN)/.built: tools/k8s/go.mod tools/k8s/go.sum tools/k8s/build.sh
 	tools/k8s/build.sh $(K8S_BIN)
 	touch $@
 
-# kube-apiserver alone, for internal/k8stest.
+# kube-apiserver alone, for internal/harness/k8stest.
 apiserver: $(APISERVER)
 
 $(APISERVER): $(K8S_BIN)/.built
@@ -76,19 +78,19 @@ $(APISERVER): $(K8S_BIN)/.built
 	mv $(APISERVER).tmp $(APISERVER)
 
 # weft on a real cluster (issue 10): control plane, kubelet + containerd
-# nodes in namespaces, `kubectl apply -k`, the tests of internal/e2e (also
-# part of `make test`; WEFT_E2E=0 leaves them out).
+# nodes in namespaces, `kubectl apply -k`, the tests of internal/harness/e2e
+# (also part of `make test`; WEFT_E2E=0 leaves them out).
 e2e: deps k8s
-	$(GO) test -count=1 -v -timeout 30m ./internal/e2e
+	$(GO) test -count=1 -v -timeout 30m ./internal/harness/e2e
 
 # The same lab cluster, kept up for poking at by hand until ^C (README).
 e2e-up: deps k8s
-	$(GO) run ./internal/e2e/cmd/e2e-cluster
+	$(GO) run ./internal/harness/e2e/cmd/e2e-cluster
 
 # Only the Kubernetes tests (issue 8): deploy/ against a real kube-apiserver
 # and etcd, RBAC, the injection webhook, join discovery, the agent's load.
 test-k8s: deps apiserver
-	$(GO) test -count=1 -v -timeout 15m ./internal/k8stest ./agent/kubejoin
+	$(GO) test -count=1 -v -timeout 15m ./internal/harness/k8stest ./agent/kubejoin
 
 test-short:
 	$(GO) test -short ./...

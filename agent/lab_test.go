@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/internal/harness/gobuild"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		flag.Parse()
 		if os.Geteuid() == 0 && !testing.Short() {
-			bin, cleanup, err := netlab.BuildWeftTemp("weft-agent-test-")
+			bin, cleanup, err := gobuild.WeftTemp("weft-agent-test-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1

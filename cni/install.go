@@ -274,89 +274,111 @@ var agentStateFiles = []string{"state.json", "rejoin.json", "serf.snapshot"}
 // Uninstall removes exactly what weft created and returns one line per
 // thing removed (or kept, and why). Running it twice is fine.
 func Uninstall(cfg UninstallConfig) ([]string, error) {
-	var done []string
-	var errs []error
-	confPath := filepath.Join(cfg.ConfDir, ConflistName)
-	binPath := filepath.Join(cfg.BinDir, BinaryName)
+	var r removal
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir
 	}
+	m := r.conflist(filepath.Join(cfg.ConfDir, ConflistName), &cfg)
+	r.binary(filepath.Join(cfg.BinDir, BinaryName), m, cfg.Executable)
+	r.links(cfg.Interface)
+	r.add(removeStore(cfg.DataDir))
+	lines, err := removeAgentFiles(cfg)
+	r.done = append(r.done, lines...)
+	if err != nil {
+		r.errs = append(r.errs, err)
+	}
+	if len(r.done) == 0 {
+		r.done = append(r.done, "nothing of weft's left to remove")
+	}
+	return r.done, errors.Join(r.errs...)
+}
 
+// removal is what Uninstall has done so far: a line per thing removed or
+// kept, and the errors.
+type removal struct {
+	done []string
+	errs []error
+}
+
+// add records line when err is nil (and line is not empty), err otherwise.
+func (r *removal) add(line string, err error) {
+	switch {
+	case err != nil:
+		r.errs = append(r.errs, err)
+	case line != "":
+		r.done = append(r.done, line)
+	}
+}
+
+// conflist removes weft's conflist at confPath, taking the data directory
+// it names into cfg, and returns what weft recorded in it (nil if none).
+func (r *removal) conflist(confPath string, cfg *UninstallConfig) *managed {
 	exists, m, err := readManaged(confPath)
 	switch {
 	case err != nil:
-		errs = append(errs, err)
+		r.errs = append(r.errs, err)
 	case exists && m == nil:
-		done = append(done, "kept conflist "+confPath+": not written by weft")
+		r.done = append(r.done, "kept conflist "+confPath+": not written by weft")
 	case exists:
 		if d := conflistDataDir(confPath); d != "" {
 			cfg.DataDir = d
 		}
-		if err := os.Remove(confPath); err != nil {
-			errs = append(errs, err)
-		} else {
-			done = append(done, "removed conflist "+confPath)
-		}
+		r.add("removed conflist "+confPath, os.Remove(confPath))
 	}
+	return m
+}
 
-	if cur, err := fileSHA256(binPath); err == nil {
-		ours := m != nil && m.BinarySHA256 == cur
-		if !ours && cfg.Executable != "" {
-			self, err := fileSHA256(cfg.Executable)
-			ours = err == nil && self == cur
-		}
-		if !ours {
-			done = append(done, "kept binary "+binPath+": not the one weft installed")
-		} else if err := os.Remove(binPath); err != nil {
-			errs = append(errs, err)
-		} else {
-			done = append(done, "removed binary "+binPath)
-		}
+// binary removes the plugin binary at binPath if it is the one weft
+// installed: the hash the conflist recorded, or the running executable's.
+func (r *removal) binary(binPath string, m *managed, executable string) {
+	cur, err := fileSHA256(binPath)
+	if err != nil {
+		return
 	}
+	ours := m != nil && m.BinarySHA256 == cur
+	if !ours && executable != "" {
+		self, err := fileSHA256(executable)
+		ours = err == nil && self == cur
+	}
+	if !ours {
+		r.done = append(r.done, "kept binary "+binPath+": not the one weft installed")
+		return
+	}
+	r.add("removed binary "+binPath, os.Remove(binPath))
+}
 
+// links deletes the host ends of pods' veths (named HostVethPrefix... and
+// carrying weft's alias) and the tunnel interface iface, with their
+// routes.
+func (r *removal) links(iface string) {
 	links, err := netlinksafe.LinkList()
 	if err != nil {
-		errs = append(errs, fmt.Errorf("list links: %w", err))
+		r.errs = append(r.errs, fmt.Errorf("list links: %w", err))
 	}
 	for _, l := range links {
 		a := l.Attrs()
 		att, ok := parseAlias(a.Alias)
 		isVeth := l.Type() == "veth"
-		isTunnel := a.Name == cfg.Interface && (l.Type() == "wireguard" || l.Type() == "tuntap")
+		isTunnel := a.Name == iface && (l.Type() == "wireguard" || l.Type() == "tuntap")
 		if !(ok && isVeth && strings.HasPrefix(a.Name, HostVethPrefix)) && !isTunnel {
 			continue
 		}
 		routes, _ := netlinksafe.RouteList(l, netlink.FAMILY_V4)
 		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("delete %s: %w", a.Name, err))
+			r.errs = append(r.errs, fmt.Errorf("delete %s: %w", a.Name, err))
 			continue
 		}
 		if isTunnel {
-			done = append(done, fmt.Sprintf("removed link %s (%s)", a.Name, l.Type()))
+			r.done = append(r.done, fmt.Sprintf("removed link %s (%s)", a.Name, l.Type()))
 		} else {
-			done = append(done, fmt.Sprintf("removed veth %s (pod %s %s)", a.Name, att.ContainerID, att.IfName))
+			r.done = append(r.done, fmt.Sprintf("removed veth %s (pod %s %s)", a.Name, att.ContainerID, att.IfName))
 		}
-		for _, r := range routes {
-			if r.Dst != nil && r.Dst.IP.IsGlobalUnicast() {
-				done = append(done, fmt.Sprintf("removed route %s dev %s", r.Dst, a.Name))
+		for _, rt := range routes {
+			if rt.Dst != nil && rt.Dst.IP.IsGlobalUnicast() {
+				r.done = append(r.done, fmt.Sprintf("removed route %s dev %s", rt.Dst, a.Name))
 			}
 		}
 	}
-
-	if line, err := removeStore(cfg.DataDir); err != nil {
-		errs = append(errs, err)
-	} else if line != "" {
-		done = append(done, line)
-	}
-	lines, err := removeAgentFiles(cfg)
-	done = append(done, lines...)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if len(done) == 0 {
-		done = append(done, "nothing of weft's left to remove")
-	}
-	return done, errors.Join(errs...)
 }
 
 // conflistDataDir is the dataDir of the weft entry of a conflist.

@@ -25,6 +25,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/internal/harness/gobuild"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		flag.Parse()
 		if os.Geteuid() == 0 && !testing.Short() {
-			bin, cleanup, err := netlab.BuildWeftTemp("weft-cni-test-")
+			bin, cleanup, err := gobuild.WeftTemp("weft-cni-test-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1

@@ -456,7 +456,7 @@ func cmdGC(args *skel.CmdArgs) error {
 
 // cmdStatus reports whether ADD can succeed now: the agent answers, has a
 // lease it is not in conflict over, and no pod still holds an address of a
-// block the node lost (DESIGN.md, "Leases": not ready until its pods are
+// block the node lost (a node is not ready until its pods are
 // re-addressed).
 func cmdStatus(args *skel.CmdArgs) error {
 	conf, err := ParseNetConf(args.StdinData)

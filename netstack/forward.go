@@ -19,15 +19,17 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/weftnet/weft/internal/splice"
 )
 
 // This file is the inbound side of a sidecar: overlay TCP connections and
 // UDP datagrams to exposed ports of the stack's own addresses are
 // forwarded to the kernel's loopback, where the app of the pod listens.
-// The splice and tracker at the end are shared with the proxies in
-// proxy.go.
+// Connections are spliced and tracked by internal/splice, which the
+// sidecar's proxy shares.
 
-// Defaults for the zero values of ExposeConfig and Proxy.
+// Defaults for the zero values of ExposeConfig.
 const (
 	DefaultMaxConns    = 1024
 	DefaultUDPIdle     = 60 * time.Second
@@ -155,7 +157,7 @@ type forwarder struct {
 	// ctx is cancelled by shutdown, ending the dials in progress.
 	ctx    context.Context
 	cancel context.CancelFunc
-	t      tracker
+	t      splice.Tracker
 
 	// slots is the number of TCP connections (from their SYN on) and UDP
 	// flows holding one of maxConns.
@@ -210,7 +212,7 @@ func (f *forwarder) shutdown() {
 		return
 	}
 	f.cancel()
-	f.t.shutdown()
+	f.t.Shutdown()
 }
 
 // wait waits for every goroutine of the forwarder to return. A TCP
@@ -228,7 +230,7 @@ func (f *forwarder) wait() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.t.wait()
+		f.t.Wait()
 	}()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -259,11 +261,11 @@ func (f *forwarder) release() { f.slots.Add(-1) }
 // a goroutine of its own for each SYN; the tracker counts it from here
 // on, and one that starts after shutdown only completes the request.
 func (f *forwarder) forwardTCP(req *tcp.ForwarderRequest) {
-	if !f.t.enter() {
+	if !f.t.Enter() {
 		req.Complete(false)
 		return
 	}
-	defer f.t.leave()
+	defer f.t.Leave()
 	if !f.acquire() {
 		f.refused.Add(1)
 		req.Complete(true)
@@ -306,18 +308,18 @@ func (f *forwarder) forwardTCP(req *tcp.ForwarderRequest) {
 		return
 	}
 	overlay := &overlayConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}
-	conns, ok := f.t.track(overlay, local)
+	conns, ok := f.t.Track(overlay, local)
 	if !ok {
-		abort(overlay)
-		abort(local)
+		splice.Abort(overlay)
+		splice.Abort(local)
 		return
 	}
-	defer f.t.untrack(conns)
+	defer f.t.Untrack(conns)
 
 	f.tcpTotal.Add(1)
 	f.activeTCP.Add(1)
 	defer f.activeTCP.Add(-1)
-	splice(overlay, local)
+	splice.Conns(overlay, local)
 }
 
 // overlayConn is a TCP connection on the overlay: the overlay side of a
@@ -348,11 +350,11 @@ func (f *forwarder) handleUDP(id stack.TransportEndpointID, pkt *stack.PacketBuf
 	if target == "" {
 		return false
 	}
-	if !f.t.enter() {
+	if !f.t.Enter() {
 		return true // shutting down: drop
 	}
 	if !f.acquire() {
-		f.t.leave()
+		f.t.Leave()
 		f.refused.Add(1)
 		return true
 	}
@@ -374,14 +376,14 @@ func (f *forwarder) startUDPFlow(req *udp.ForwarderRequest, target string) {
 	if terr != nil {
 		f.refused.Add(1)
 		f.release()
-		f.t.leave()
+		f.t.Leave()
 		f.log.Debug("netstack: forward: dropped UDP flow", "port", id.LocalPort, "target", target, "err", terr)
 		return
 	}
 	overlay := gonet.NewUDPConn(&wq, ep)
 	client := net.JoinHostPort(id.RemoteAddress.String(), strconv.Itoa(int(id.RemotePort)))
 	go func() {
-		defer f.t.leave()
+		defer f.t.Leave()
 		defer f.release()
 		f.runUDPFlow(overlay, client, target)
 	}()
@@ -400,13 +402,13 @@ func (f *forwarder) runUDPFlow(overlay *gonet.UDPConn, client, target string) {
 		f.log.Debug("netstack: forward: dropped UDP flow: dial failed", "client", client, "target", target, "err", err)
 		return
 	}
-	conns, ok := f.t.track(overlay, local)
+	conns, ok := f.t.Track(overlay, local)
 	if !ok {
 		overlay.Close()
 		local.Close()
 		return
 	}
-	defer f.t.untrack(conns)
+	defer f.t.Untrack(conns)
 	f.udpTotal.Add(1)
 	f.activeUDP.Add(1)
 	defer f.activeUDP.Add(-1)

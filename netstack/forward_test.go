@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -237,6 +238,14 @@ func TestForwardTCPRefused(t *testing.T) {
 
 // roundTrip writes msg to c, an echo, half-closes and checks that msg
 // comes back.
+// isTimeout reports whether err is a timeout, however the dialer or the
+// connection said so.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, syscall.ETIMEDOUT) || (errors.As(err, &ne) && ne.Timeout())
+}
+
 func roundTrip(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -671,7 +680,7 @@ func forwarderGoroutines() []string {
 		var found []string
 		blocked := false
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			for _, fn := range []string{"netstack.(*forwarder).", "netstack.(*udpFlow).", "netstack.splice(", "netstack.copyHalf("} {
+			for _, fn := range []string{"netstack.(*forwarder).", "netstack.(*udpFlow).", "splice.Conns(", "splice.copyHalf("} {
 				if strings.Contains(g, fn) {
 					found = append(found, g)
 					head, _, _ := strings.Cut(g, "\n")

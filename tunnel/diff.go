@@ -115,3 +115,25 @@ func samePrefixes(a, b []netip.Prefix) bool {
 	slices.SortFunc(b, cmp)
 	return slices.Equal(a, b)
 }
+
+// applyPeers turns the peers of the device called name, as stats reads
+// them, into want: it applies diffPeers' changes, if any, with apply, and
+// returns how many there were. SetPeers of every backend is this, under
+// the device's lock.
+func applyPeers(name string, stats func() (Stats, error), want []Peer, apply func([]wgtypes.PeerConfig) error) (int, error) {
+	st, err := stats()
+	if err != nil {
+		return 0, err
+	}
+	pcs, err := diffPeers(st.Peers, want)
+	if err != nil {
+		return 0, fmt.Errorf("tunnel %s: %w", name, err)
+	}
+	if len(pcs) == 0 {
+		return 0, nil
+	}
+	if err := apply(pcs); err != nil {
+		return 0, fmt.Errorf("tunnel %s: set peers: %w", name, err)
+	}
+	return len(pcs), nil
+}

@@ -77,21 +77,10 @@ func (d *kernelDevice) Stats() (Stats, error) {
 func (d *kernelDevice) SetPeers(peers []Peer) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st, err := d.Stats()
-	if err != nil {
-		return err
-	}
-	pcs, err := diffPeers(st.Peers, peers)
-	if err != nil {
-		return fmt.Errorf("tunnel %s: %w", d.name, err)
-	}
-	if len(pcs) == 0 {
-		return nil
-	}
-	if err := d.client.ConfigureDevice(d.name, wgtypes.Config{Peers: pcs}); err != nil {
-		return fmt.Errorf("tunnel %s: set peers: %w", d.name, err)
-	}
-	return nil
+	_, err := applyPeers(d.name, d.Stats, peers, func(pcs []wgtypes.PeerConfig) error {
+		return d.client.ConfigureDevice(d.name, wgtypes.Config{Peers: pcs})
+	})
+	return err
 }
 
 func (d *kernelDevice) SetPrivateKey(k PrivateKey) error {

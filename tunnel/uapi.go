@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -52,23 +53,9 @@ func encodeUAPIPeers(pcs []wgtypes.PeerConfig) string {
 // skipped (newer wireguard-go versions add some); malformed values are errors.
 // The private key line is read past and never kept.
 func parseUAPIGet(s string) (Stats, error) {
-	var st Stats
-	var cur *PeerStats
-	var hsSec, hsNsec int64
-	flush := func() {
-		if cur == nil {
-			return
-		}
-		if hsSec != 0 || hsNsec != 0 {
-			cur.LastHandshake = time.Unix(hsSec, hsNsec)
-		}
-		st.Peers = append(st.Peers, *cur)
-		cur, hsSec, hsNsec = nil, 0, 0
-	}
+	var g uapiGet
 	sc := bufio.NewScanner(strings.NewReader(s))
-	line := 0
-	for sc.Scan() {
-		line++
+	for line := 1; sc.Scan(); line++ {
 		text := sc.Text()
 		if text == "" {
 			continue
@@ -77,92 +64,141 @@ func parseUAPIGet(s string) (Stats, error) {
 		if !ok {
 			return Stats{}, fmt.Errorf("uapi line %d: no '='", line)
 		}
-		bad := func(err error) (Stats, error) {
+		if err := g.set(key, val); err != nil {
+			var errno uapiErrno
+			if errors.As(err, &errno) {
+				return Stats{}, err
+			}
 			return Stats{}, fmt.Errorf("uapi line %d: %s: %w", line, key, err)
-		}
-		if key == "public_key" {
-			flush()
-			k, err := parseHexKey(val)
-			if err != nil {
-				return bad(err)
-			}
-			cur = &PeerStats{PublicKey: k}
-			continue
-		}
-		if cur == nil {
-			switch key {
-			case "private_key":
-				k, err := parseHexKey(val)
-				if err != nil {
-					return bad(err)
-				}
-				if k != (Key{}) {
-					st.PublicKey = k.PublicKey()
-				}
-			case "listen_port":
-				n, err := strconv.ParseUint(val, 10, 16)
-				if err != nil {
-					return bad(err)
-				}
-				st.ListenPort = int(n)
-			case "errno":
-				if val != "0" {
-					return Stats{}, fmt.Errorf("uapi: errno=%s", val)
-				}
-			}
-			continue
-		}
-		switch key {
-		case "preshared_key":
-			k, err := parseHexKey(val)
-			if err != nil {
-				return bad(err)
-			}
-			cur.psk = k
-		case "endpoint":
-			ap, err := netip.ParseAddrPort(val)
-			if err != nil {
-				return bad(err)
-			}
-			cur.Endpoint = ap
-		case "persistent_keepalive_interval":
-			n, err := strconv.ParseUint(val, 10, 16)
-			if err != nil {
-				return bad(err)
-			}
-			cur.PersistentKeepalive = time.Duration(n) * time.Second
-		case "allowed_ip":
-			p, err := netip.ParsePrefix(val)
-			if err != nil {
-				return bad(err)
-			}
-			cur.AllowedIPs = append(cur.AllowedIPs, p)
-		case "rx_bytes", "tx_bytes", "last_handshake_time_sec", "last_handshake_time_nsec":
-			n, err := strconv.ParseInt(val, 10, 64)
-			if err != nil || n < 0 {
-				return bad(fmt.Errorf("not a count: %q", val))
-			}
-			switch key {
-			case "rx_bytes":
-				cur.RxBytes = n
-			case "tx_bytes":
-				cur.TxBytes = n
-			case "last_handshake_time_sec":
-				hsSec = n
-			default:
-				hsNsec = n
-			}
-		case "errno":
-			if val != "0" {
-				return Stats{}, fmt.Errorf("uapi: errno=%s", val)
-			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return Stats{}, fmt.Errorf("uapi: %w", err)
 	}
-	flush()
-	return st, nil
+	g.flush()
+	return g.st, nil
+}
+
+// uapiErrno is the error a "get" response reports with a nonzero errno.
+type uapiErrno string
+
+func (e uapiErrno) Error() string { return "uapi: errno=" + string(e) }
+
+// uapiGet is what parseUAPIGet has read so far: the device's fields, and
+// the peer whose lines are being read (from its public_key line on).
+type uapiGet struct {
+	st            Stats
+	cur           *PeerStats
+	hsSec, hsNsec int64
+}
+
+// set takes one key=value line.
+func (g *uapiGet) set(key, val string) error {
+	switch {
+	case key == "errno":
+		if val != "0" {
+			return uapiErrno(val)
+		}
+		return nil
+	case key == "public_key":
+		g.flush()
+		k, err := parseHexKey(val)
+		if err != nil {
+			return err
+		}
+		g.cur = &PeerStats{PublicKey: k}
+		return nil
+	case g.cur == nil:
+		return g.setDevice(key, val)
+	default:
+		return g.setPeer(key, val)
+	}
+}
+
+// flush ends the current peer, if any, and adds it to the result.
+func (g *uapiGet) flush() {
+	if g.cur == nil {
+		return
+	}
+	if g.hsSec != 0 || g.hsNsec != 0 {
+		g.cur.LastHandshake = time.Unix(g.hsSec, g.hsNsec)
+	}
+	g.st.Peers = append(g.st.Peers, *g.cur)
+	g.cur, g.hsSec, g.hsNsec = nil, 0, 0
+}
+
+// setDevice takes a line that comes before the first peer.
+func (g *uapiGet) setDevice(key, val string) error {
+	switch key {
+	case "private_key":
+		k, err := parseHexKey(val)
+		if err != nil {
+			return err
+		}
+		if k != (Key{}) {
+			g.st.PublicKey = k.PublicKey()
+		}
+	case "listen_port":
+		n, err := strconv.ParseUint(val, 10, 16)
+		if err != nil {
+			return err
+		}
+		g.st.ListenPort = int(n)
+	}
+	return nil
+}
+
+// setPeer takes a line of the current peer.
+func (g *uapiGet) setPeer(key, val string) error {
+	cur := g.cur
+	switch key {
+	case "preshared_key":
+		k, err := parseHexKey(val)
+		if err != nil {
+			return err
+		}
+		cur.psk = k
+	case "endpoint":
+		ap, err := netip.ParseAddrPort(val)
+		if err != nil {
+			return err
+		}
+		cur.Endpoint = ap
+	case "persistent_keepalive_interval":
+		n, err := strconv.ParseUint(val, 10, 16)
+		if err != nil {
+			return err
+		}
+		cur.PersistentKeepalive = time.Duration(n) * time.Second
+	case "allowed_ip":
+		p, err := netip.ParsePrefix(val)
+		if err != nil {
+			return err
+		}
+		cur.AllowedIPs = append(cur.AllowedIPs, p)
+	case "rx_bytes", "tx_bytes", "last_handshake_time_sec", "last_handshake_time_nsec":
+		return g.setCount(key, val)
+	}
+	return nil
+}
+
+// setCount takes one of the current peer's counters.
+func (g *uapiGet) setCount(key, val string) error {
+	n, err := strconv.ParseInt(val, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("not a count: %q", val)
+	}
+	switch key {
+	case "rx_bytes":
+		g.cur.RxBytes = n
+	case "tx_bytes":
+		g.cur.TxBytes = n
+	case "last_handshake_time_sec":
+		g.hsSec = n
+	default:
+		g.hsNsec = n
+	}
+	return nil
 }
 
 func parseHexKey(s string) (Key, error) {

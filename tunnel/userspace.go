@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // userspace is a wireguard-go device on some tun.Device (a TUN or a gVisor
@@ -177,22 +178,13 @@ func (u *userspace) Stats() (Stats, error) {
 func (u *userspace) SetPeers(peers []Peer) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	st, err := u.Stats()
-	if err != nil {
-		return err
+	n, err := applyPeers(u.name, u.Stats, peers, func(pcs []wgtypes.PeerConfig) error {
+		return u.dev.IpcSet(encodeUAPIPeers(pcs))
+	})
+	if err == nil && n > 0 {
+		u.log.Debug("peers changed", "changes", n, "peers", len(peers))
 	}
-	pcs, err := diffPeers(st.Peers, peers)
-	if err != nil {
-		return fmt.Errorf("tunnel %s: %w", u.name, err)
-	}
-	if len(pcs) == 0 {
-		return nil
-	}
-	if err := u.dev.IpcSet(encodeUAPIPeers(pcs)); err != nil {
-		return fmt.Errorf("tunnel %s: set peers: %w", u.name, err)
-	}
-	u.log.Debug("peers changed", "changes", len(pcs), "peers", len(peers))
-	return nil
+	return err
 }
 
 func (u *userspace) SetPrivateKey(k PrivateKey) error {

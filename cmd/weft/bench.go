@@ -16,17 +16,20 @@ import (
 	"github.com/weftnet/weft/tunnel"
 )
 
+// benchFlags are the flags of `weft bench`.
+type benchFlags struct {
+	modes      []string
+	streams    []int
+	duration   time.Duration
+	stock      string
+	mtu        int
+	nodeToNode bool
+	sidecar    bool
+	asJSON     bool
+}
+
 func newBenchCmd(g *globalFlags) *cobra.Command {
-	var (
-		modes      []string
-		streams    []int
-		duration   time.Duration
-		stock      string
-		mtu        int
-		nodeToNode bool
-		sidecar    bool
-		asJSON     bool
-	)
+	var bf benchFlags
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "measure TCP throughput and RTT through weft, pod to pod, on the namespace lab",
@@ -40,69 +43,89 @@ sender. Ratios are to the underlay of the same run.
 
 'weft bench server' and 'weft bench client' measure between two real pods.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireRoot("weft bench"); err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			var ms []tunnel.Mode
-			for _, s := range modes {
-				m, err := tunnel.ParseMode(s)
-				if err != nil || m == tunnel.ModeAuto {
-					return fmt.Errorf("--modes: %q is not kernel, tun or netstack", s)
-				}
-				ms = append(ms, m)
-			}
-			if stock != "" {
-				if _, err := os.Stat(stock); err != nil {
-					return fmt.Errorf("--stock: %w", err)
-				}
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			o := bench.Options{Modes: ms, Streams: streams, Duration: duration, Weft: self, Stock: stock,
-				MTU: mtu, NodeToNode: nodeToNode, Sidecar: sidecar, Logger: log, Progress: cmd.ErrOrStderr()}
-			rep, err := bench.Run(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			if err := printReport(cmd.OutOrStdout(), rep, asJSON); err != nil {
-				return err
-			}
-			if sidecar && !asJSON && slices.Contains(ms, tunnel.ModeTUN) {
-				for _, s := range streams {
-					fmt.Fprintf(cmd.OutOrStdout(), "sidecar vs tun, pod to pod, %d stream(s): %.2f×\n", s, rep.Compare("weft-sidecar", "weft-tun", s))
-				}
-			}
-			if stock != "" && !asJSON {
-				// Like with like: stock wireguard-go runs node to node.
-				weft := "weft-tun"
-				if nodeToNode {
-					weft = "weft-tun-process"
-				}
-				for _, s := range streams {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s vs stock wireguard-go, %d stream(s): %.2f×\n", weft, s, rep.Compare(weft, "wireguard-go", s))
-				}
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return bf.run(cmd, g) },
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&modes, "modes", []string{"kernel", "tun", "netstack"}, "weft backends to measure (kernel is reported unavailable without the module)")
-	f.IntSliceVar(&streams, "streams", []int{1, 4}, "parallel TCP stream counts")
-	f.DurationVar(&duration, "duration", 5*time.Second, "length of each throughput run")
-	f.StringVar(&stock, "stock", "", "path of a stock wireguard-go binary to measure in the same run")
-	f.IntVar(&mtu, "mtu", 1500, "underlay MTU (tunnels get MTU-80)")
-	f.BoolVar(&sidecar, "sidecar", true, "also measure an app behind an unprivileged `weft sidecar` reaching a host-mode pod")
-	f.BoolVar(&nodeToNode, "node-to-node", false, "also measure tun node to node (one `weft tunnel up` process per node)")
-	f.BoolVar(&asJSON, "json", false, `print {"results":[...]} as JSON`)
+	f.StringSliceVar(&bf.modes, "modes", []string{"kernel", "tun", "netstack"}, "weft backends to measure (kernel is reported unavailable without the module)")
+	f.IntSliceVar(&bf.streams, "streams", []int{1, 4}, "parallel TCP stream counts")
+	f.DurationVar(&bf.duration, "duration", 5*time.Second, "length of each throughput run")
+	f.StringVar(&bf.stock, "stock", "", "path of a stock wireguard-go binary to measure in the same run")
+	f.IntVar(&bf.mtu, "mtu", 1500, "underlay MTU (tunnels get MTU-80)")
+	f.BoolVar(&bf.sidecar, "sidecar", true, "also measure an app behind an unprivileged `weft sidecar` reaching a host-mode pod")
+	f.BoolVar(&bf.nodeToNode, "node-to-node", false, "also measure tun node to node (one `weft tunnel up` process per node)")
+	f.BoolVar(&bf.asJSON, "json", false, `print {"results":[...]} as JSON`)
 	cmd.AddCommand(newBenchServerCmd(), newBenchClientCmd())
 	return cmd
+}
+
+// run measures as the flags say and prints the report.
+func (bf *benchFlags) run(cmd *cobra.Command, g *globalFlags) error {
+	if err := requireRoot("weft bench"); err != nil {
+		return err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	ms, err := parseBenchModes(bf.modes)
+	if err != nil {
+		return err
+	}
+	if bf.stock != "" {
+		if _, err := os.Stat(bf.stock); err != nil {
+			return fmt.Errorf("--stock: %w", err)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o := bench.Options{Modes: ms, Streams: bf.streams, Duration: bf.duration, Weft: self, Stock: bf.stock,
+		MTU: bf.mtu, NodeToNode: bf.nodeToNode, Sidecar: bf.sidecar, Logger: log, Progress: cmd.ErrOrStderr()}
+	rep, err := bench.Run(cmd.Context(), o)
+	if err != nil {
+		return err
+	}
+	if err := printReport(cmd.OutOrStdout(), rep, bf.asJSON); err != nil {
+		return err
+	}
+	if !bf.asJSON {
+		bf.printComparisons(cmd.OutOrStdout(), rep, ms)
+	}
+	return nil
+}
+
+// parseBenchModes parses --modes: kernel, tun or netstack each.
+func parseBenchModes(modes []string) ([]tunnel.Mode, error) {
+	var ms []tunnel.Mode
+	for _, s := range modes {
+		m, err := tunnel.ParseMode(s)
+		if err != nil || m == tunnel.ModeAuto {
+			return nil, fmt.Errorf("--modes: %q is not kernel, tun or netstack", s)
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// printComparisons prints the sidecar against tun pod to pod, and weft
+// against stock wireguard-go, where the run measured them.
+func (bf *benchFlags) printComparisons(w io.Writer, rep bench.Report, ms []tunnel.Mode) {
+	if bf.sidecar && slices.Contains(ms, tunnel.ModeTUN) {
+		for _, s := range bf.streams {
+			fmt.Fprintf(w, "sidecar vs tun, pod to pod, %d stream(s): %.2f×\n", s, rep.Compare("weft-sidecar", "weft-tun", s))
+		}
+	}
+	if bf.stock != "" {
+		// Like with like: stock wireguard-go runs node to node.
+		weft := "weft-tun"
+		if bf.nodeToNode {
+			weft = "weft-tun-process"
+		}
+		for _, s := range bf.streams {
+			fmt.Fprintf(w, "%s vs stock wireguard-go, %d stream(s): %.2f×\n", weft, s, rep.Compare(weft, "wireguard-go", s))
+		}
+	}
 }
 
 func printReport(w io.Writer, rep bench.Report, asJSON bool) error {

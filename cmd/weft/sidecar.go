@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/netstack"
 	"github.com/weftnet/weft/sidecar"
+	"github.com/weftnet/weft/sidecar/proxy"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -181,7 +182,7 @@ func runSidecar(ctx context.Context, log *slog.Logger, node *sidecar.Node, forwa
 		return err
 	}
 	log.Info("sidecar up", "address", node.Addr(), "expose_tcp", node.Expose.TCP, "expose_udp", node.Expose.UDP)
-	proxy := &netstack.Proxy{Dial: node.ProxyDial, Logger: log}
+	px := &proxy.Proxy{Dial: node.ProxyDial, Logger: log}
 	serveCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	errc := make(chan error, 2+len(forwards))
@@ -202,10 +203,10 @@ func runSidecar(ctx context.Context, log *slog.Logger, node *sidecar.Node, forwa
 	}
 	var err error
 	if socksAddr != "" {
-		err = serve("socks5 proxy", socksAddr, func(ln net.Listener) error { return proxy.ServeSOCKS5(serveCtx, ln) })
+		err = serve("socks5 proxy", socksAddr, func(ln net.Listener) error { return px.ServeSOCKS5(serveCtx, ln) })
 	}
 	if err == nil && httpAddr != "" {
-		err = serve("http proxy", httpAddr, func(ln net.Listener) error { return proxy.ServeHTTP(serveCtx, ln) })
+		err = serve("http proxy", httpAddr, func(ln net.Listener) error { return px.ServeHTTP(serveCtx, ln) })
 	}
 	for _, f := range forwards {
 		if err != nil {
@@ -216,7 +217,7 @@ func runSidecar(ctx context.Context, log *slog.Logger, node *sidecar.Node, forwa
 			continue
 		}
 		err = serve("forward "+f.Local.String()+" -> "+f.Target, f.Local.String(), func(ln net.Listener) error {
-			return proxy.ServeForward(serveCtx, ln, "tcp", f.Target)
+			return px.ServeForward(serveCtx, ln, "tcp", f.Target)
 		})
 	}
 	if err == nil {

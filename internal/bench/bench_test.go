@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/bench"
-	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/internal/harness/gobuild"
 )
 
 // TestBenchJSONEveryMode runs `weft bench --json --duration 2s --streams 1`
@@ -26,7 +26,7 @@ func TestBenchJSONEveryMode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures every mode for 2 s each; runs without -short")
 	}
-	bin, err := netlab.BuildWeft(t.TempDir())
+	bin, err := gobuild.Weft(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,29 +22,16 @@ func GoThroughput(ctx context.Context, p *Path, streams int, dur time.Duration) 
 	defer l.Close()
 	var received atomic.Int64
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	ServeConns(l, &wg, func(c net.Conn) {
+		buf := make([]byte, 256<<10)
 		for {
-			c, err := l.Accept()
+			n, err := c.Read(buf)
+			received.Add(int64(n))
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				buf := make([]byte, 256<<10)
-				for {
-					n, err := c.Read(buf)
-					received.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	dial := func(ctx context.Context) (net.Conn, error) {
 		if p.A.Stack != nil {
 			return p.A.Stack.DialContext(ctx, "tcp", l.Addr().String())
@@ -89,4 +76,27 @@ func GoThroughput(ctx context.Context, p *Path, streams int, dur time.Duration) 
 		return Throughput{}, fmt.Errorf("nothing arrived in %v: %w", elapsed, io.ErrUnexpectedEOF)
 	}
 	return Throughput{Streams: streams, Gbps: float64(got) * 8 / elapsed.Seconds() / 1e9}, nil
+}
+
+// ServeConns accepts connections on l until it is closed and runs handle
+// on each, on a goroutine of its own that closes the connection after.
+// wg counts the accepting goroutine and every handler, so that closing l
+// and waiting on wg stops them all.
+func ServeConns(l net.Listener, wg *sync.WaitGroup, handle func(net.Conn)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
 }

@@ -83,6 +83,25 @@ type Report struct {
 
 // Run builds a two-node lab and measures each path in turn.
 func Run(ctx context.Context, o Options) (Report, error) {
+	o.setDefaults()
+	lab, err := netlab.New(ctx, netlab.Config{Nodes: 2, MTU: o.MTU, Logger: o.Logger})
+	if err != nil {
+		return Report{}, err
+	}
+	defer lab.Close()
+
+	r := &runner{o: o, lab: lab, rep: Report{Machine: machine()}, base: map[int]float64{}}
+	if err := r.measure(ctx, Underlay(lab), PathNodeToNode); err != nil {
+		return r.rep, err
+	}
+	if err := r.modes(ctx); err != nil {
+		return r.rep, err
+	}
+	return r.rep, r.extras(ctx)
+}
+
+// setDefaults fills in the zero fields of o.
+func (o *Options) setDefaults() {
 	if o.MTU == 0 {
 		o.MTU = 1500
 	}
@@ -98,133 +117,162 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	lab, err := netlab.New(ctx, netlab.Config{Nodes: 2, MTU: o.MTU, Logger: o.Logger})
-	if err != nil {
-		return Report{}, err
-	}
-	defer lab.Close()
+}
 
-	rep := Report{Machine: machine()}
-	base := map[int]float64{}
-	measure := func(p *Path, path string) error {
-		cpu := p.cpu
-		if cpu == nil {
-			cpu = func() time.Duration { return 0 }
-		}
-		rttOf := Ping
-		if p.rtt != nil {
-			rttOf = func(ctx context.Context, _ *Path) (float64, error) { return p.rtt(ctx) }
-		}
-		rtt, err := rttOf(ctx, p)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.Name, err)
-		}
-		for _, s := range o.Streams {
-			before := cpu()
-			start := time.Now()
-			var th Throughput
-			useGo := p.A.Stack != nil || !HaveIperf3()
-			if useGo {
-				th, err = GoThroughput(ctx, p, s, o.Duration)
-			} else {
-				bind := p.B.Addr
-				if p.B.Bind.IsValid() {
-					bind = p.B.Bind
-				}
-				th, err = iperf3Bind(ctx, p.A.Node, p.B.Node, p.B.Addr, bind, s, o.Duration)
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", p.Name, err)
-			}
-			r := Result{Mode: p.Name, Path: path, Streams: s, Gbps: th.Gbps, RTTus: rtt, Tool: "iperf3"}
-			if useGo {
-				r.Tool = "go"
-			}
-			if used := cpu() - before; used > 0 && th.Gbps > 0 {
-				gb := th.Gbps / 8 * min(o.Duration, time.Since(start)).Seconds()
-				r.CPUSecPerGB = used.Seconds() / gb
-			}
-			if p.Name == "underlay" {
-				base[s] = th.Gbps
-			}
-			if base[s] > 0 {
-				r.Ratio = th.Gbps / base[s]
-			}
-			rep.Results = append(rep.Results, r)
-			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "%-14s %-12s %d stream(s): %6.2f Gbit/s, RTT %.0f µs\n", r.Mode, r.Path, s, r.Gbps, r.RTTus)
-			}
-		}
-		return nil
-	}
-	unavailable := func(mode, path, why string) {
-		for _, s := range o.Streams {
-			rep.Results = append(rep.Results, Result{Mode: mode, Path: path, Streams: s, Unavailable: why})
-		}
-		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, "%-14s unavailable: %s\n", mode, why)
-		}
-	}
-	run := func(p *Path, path string, err error) error {
-		if err != nil {
-			return err
-		}
-		err = measure(p, path)
-		if cerr := p.Close(); err == nil {
-			err = cerr
-		}
-		return err
-	}
+// runner is one Run: its lab, the report so far, and the underlay's
+// throughput per stream count, which later results are compared with.
+type runner struct {
+	o    Options
+	lab  *netlab.Lab
+	rep  Report
+	base map[int]float64
+}
 
-	if err := measure(Underlay(lab), PathNodeToNode); err != nil {
-		return rep, err
-	}
-	for _, m := range o.Modes {
+// modes measures each of the weft backends o.Modes names, pod to pod
+// where it can (kernel and tun with a weft binary), node to node
+// otherwise.
+func (r *runner) modes(ctx context.Context) error {
+	for _, m := range r.o.Modes {
 		if m == tunnel.ModeKernel {
 			// Probe inside a lab node: the root namespace is not ours to
 			// create links in.
-			if err := lab.Nodes[0].Do(tunnel.ProbeKernel); err != nil {
-				unavailable("weft-kernel", PathPodToPod, err.Error())
+			if err := r.lab.Nodes[0].Do(tunnel.ProbeKernel); err != nil {
+				r.unavailable("weft-kernel", PathPodToPod, err.Error())
 				continue
 			}
 		}
 		var p *Path
 		var err error
 		path := PathPodToPod
-		if m != tunnel.ModeNetstack && o.Weft != "" {
-			p, err = PodPair(ctx, lab, o.Weft, m)
+		if m != tunnel.ModeNetstack && r.o.Weft != "" {
+			p, err = PodPair(ctx, r.lab, r.o.Weft, m)
 		} else {
 			// netstack: pods cannot be wired to a userspace stack, and the
 			// Go sender must live in this process, which holds the stack.
 			path = PathNodeToNode
-			p, _, err = WeftPair(ctx, lab, m, o.MTU-tunnel.Overhead, o.Logger)
+			p, _, err = WeftPair(ctx, r.lab, m, r.o.MTU-tunnel.Overhead, r.o.Logger)
 		}
-		if err := run(p, path, err); err != nil {
-			return rep, err
+		if err := r.run(ctx, p, path, err); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// extras measures what o asks for besides the modes: the sidecar, tun
+// node to node as a process, stock wireguard-go.
+func (r *runner) extras(ctx context.Context) error {
+	o := r.o
 	if o.Sidecar && o.Weft != "" {
-		p, err := SidecarPair(ctx, lab, o.Weft)
-		if err := run(p, PathSidecar, err); err != nil {
-			return rep, err
+		p, err := SidecarPair(ctx, r.lab, o.Weft)
+		if err := r.run(ctx, p, PathSidecar, err); err != nil {
+			return err
 		}
 	}
 	if o.NodeToNode && o.Weft != "" {
-		p, err := ProcessPair(ctx, lab, o.Weft, tunnel.ModeTUN, o.MTU-tunnel.Overhead)
+		p, err := ProcessPair(ctx, r.lab, o.Weft, tunnel.ModeTUN, o.MTU-tunnel.Overhead)
 		if p != nil {
 			p.Name = "weft-tun-process"
 		}
-		if err := run(p, PathNodeToNode, err); err != nil {
-			return rep, err
+		if err := r.run(ctx, p, PathNodeToNode, err); err != nil {
+			return err
 		}
 	}
 	if o.Stock != "" {
-		p, err := StockPair(ctx, lab, o.Stock, o.MTU-tunnel.Overhead)
-		if err := run(p, PathNodeToNode, err); err != nil {
-			return rep, err
+		p, err := StockPair(ctx, r.lab, o.Stock, o.MTU-tunnel.Overhead)
+		if err := r.run(ctx, p, PathNodeToNode, err); err != nil {
+			return err
 		}
 	}
-	return rep, nil
+	return nil
+}
+
+// run measures p, set up with err, and closes it.
+func (r *runner) run(ctx context.Context, p *Path, path string, err error) error {
+	if err != nil {
+		return err
+	}
+	err = r.measure(ctx, p, path)
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// unavailable records mode as not measurable here, for why.
+func (r *runner) unavailable(mode, path, why string) {
+	for _, s := range r.o.Streams {
+		r.rep.Results = append(r.rep.Results, Result{Mode: mode, Path: path, Streams: s, Unavailable: why})
+	}
+	if r.o.Progress != nil {
+		fmt.Fprintf(r.o.Progress, "%-14s unavailable: %s\n", mode, why)
+	}
+}
+
+// measure takes p's round-trip time, then its throughput with each
+// stream count, a result each.
+func (r *runner) measure(ctx context.Context, p *Path, path string) error {
+	rttOf := Ping
+	if p.rtt != nil {
+		rttOf = func(ctx context.Context, _ *Path) (float64, error) { return p.rtt(ctx) }
+	}
+	rtt, err := rttOf(ctx, p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Name, err)
+	}
+	for _, s := range r.o.Streams {
+		res, err := r.streams(ctx, p, path, s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.Name, err)
+		}
+		res.RTTus = rtt
+		r.rep.Results = append(r.rep.Results, res)
+		if r.o.Progress != nil {
+			fmt.Fprintf(r.o.Progress, "%-14s %-12s %d stream(s): %6.2f Gbit/s, RTT %.0f µs\n", res.Mode, res.Path, s, res.Gbps, res.RTTus)
+		}
+	}
+	return nil
+}
+
+// streams measures p's throughput with s parallel streams, with iperf3
+// where it can run, the Go sender otherwise, and the CPU the tunnel spent.
+func (r *runner) streams(ctx context.Context, p *Path, path string, s int) (Result, error) {
+	cpu := p.cpu
+	if cpu == nil {
+		cpu = func() time.Duration { return 0 }
+	}
+	before := cpu()
+	start := time.Now()
+	var th Throughput
+	var err error
+	useGo := p.A.Stack != nil || !HaveIperf3()
+	if useGo {
+		th, err = GoThroughput(ctx, p, s, r.o.Duration)
+	} else {
+		bind := p.B.Addr
+		if p.B.Bind.IsValid() {
+			bind = p.B.Bind
+		}
+		th, err = iperf3Bind(ctx, p.A.Node, p.B.Node, p.B.Addr, bind, s, r.o.Duration)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Mode: p.Name, Path: path, Streams: s, Gbps: th.Gbps, Tool: "iperf3"}
+	if useGo {
+		res.Tool = "go"
+	}
+	if used := cpu() - before; used > 0 && th.Gbps > 0 {
+		gb := th.Gbps / 8 * min(r.o.Duration, time.Since(start)).Seconds()
+		res.CPUSecPerGB = used.Seconds() / gb
+	}
+	if p.Name == "underlay" {
+		r.base[s] = th.Gbps
+	}
+	if r.base[s] > 0 {
+		res.Ratio = th.Gbps / r.base[s]
+	}
+	return res, nil
 }
 
 // Print writes the report as a table.

@@ -41,70 +41,51 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 	if err != nil {
 		return nil, err
 	}
-	var closers []func() error
-	p := &Path{Name: "weft-sidecar"}
-	p.close = func() error {
-		var errs []error
-		for i := len(closers) - 1; i >= 0; i-- {
-			errs = append(errs, closers[i]())
-		}
-		return errors.Join(append(errs, os.RemoveAll(dir))...)
-	}
-	fail := func(err error) (*Path, error) {
-		p.close()
-		return nil, fmt.Errorf("sidecar pair: %w", err)
-	}
-	host, car := lab.Nodes[0], lab.Nodes[1]
-	keyFile, err := netlab.WriteGossipKey(dir)
-	if err != nil {
-		return fail(err)
-	}
-	a, err := lab.StartAgent(host, netlab.AgentConfig{Bin: binary, Dir: filepath.Join(dir, "agent"), GossipKeyFile: keyFile,
-		Extra: []string{"--mode", "tun", "--gossip-profile", "local", "--log-level", "info"}})
-	if err != nil {
-		return fail(err)
-	}
-	closers = append(closers, func() error { a.Stop(syscall.SIGTERM); return nil })
+	s := &sidecarSetup{lab: lab, binary: binary, dir: dir, host: lab.Nodes[0], car: lab.Nodes[1]}
+	p := &Path{Name: "weft-sidecar", close: s.close}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if _, err := netlab.WaitLease(wctx, a.Socket()); err != nil {
-		return fail(fmt.Errorf("%w\n%s", err, a.LogTail()))
+	if err := s.start(wctx, p); err != nil {
+		s.close()
+		return nil, fmt.Errorf("sidecar pair: %w", err)
 	}
-	pluginDir := filepath.Join(dir, "cni-bin")
-	if err := os.MkdirAll(pluginDir, 0o700); err != nil {
-		return fail(err)
+	return p, nil
+}
+
+// sidecarSetup is SidecarPair's work in progress: what it started, to be
+// stopped in reverse order by close.
+type sidecarSetup struct {
+	lab       *netlab.Lab
+	binary    string
+	dir       string
+	host, car *netlab.Node
+	keyFile   string
+	closers   []func() error
+}
+
+func (s *sidecarSetup) close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
 	}
-	if err := os.Symlink(binary, filepath.Join(pluginDir, "weft")); err != nil {
-		return fail(err)
+	return errors.Join(append(errs, os.RemoveAll(s.dir))...)
+}
+
+// start brings up the agent and its pod, then the sidecar, and fills in
+// p once the app's side reaches the pod through the forward.
+func (s *sidecarSetup) start(ctx context.Context, p *Path) error {
+	var err error
+	if s.keyFile, err = netlab.WriteGossipKey(s.dir); err != nil {
+		return err
 	}
-	rt, err := lab.NewRuntime(host, netlab.RuntimeConfig{PluginDir: pluginDir, AgentSocket: a.Socket(), Dir: filepath.Join(dir, "cni")})
+	a, pod, err := s.startPod(ctx)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	closers = append(closers, rt.Close)
-	pod, err := rt.AddPod(wctx, "p1")
+	sc, err := s.startSidecar(pod)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	// The sidecar's user must reach its directory: not under dir (0700).
-	carDir, err := os.MkdirTemp("", "weft-bench-car-")
-	if err != nil {
-		return fail(err)
-	}
-	closers = append(closers, func() error { return os.RemoveAll(carDir) })
-	// Nor may the binary sit where only root can reach: run a copy.
-	carBin := filepath.Join(carDir, "weft")
-	if err := copyFile(binary, carBin, 0o755); err != nil {
-		return fail(err)
-	}
-	forward := fmt.Sprintf("WEFT_FORWARD=%d=%s,%d=%s", iperfPort, netip.AddrPortFrom(pod.Addr(), iperfPort),
-		echoPort, netip.AddrPortFrom(pod.Addr(), echoPort))
-	sc, err := lab.StartSidecar(car, netlab.SidecarConfig{Bin: carBin, Dir: carDir, GossipKeyFile: keyFile, Join: host,
-		Env: []string{forward}, Extra: []string{"--gossip-profile", "local", "--log-level", "info"}})
-	if err != nil {
-		return fail(err)
-	}
-	closers = append(closers, func() error { sc.Stop(syscall.SIGTERM); return nil })
 	p.cpu = func() time.Duration {
 		var total time.Duration
 		for _, pid := range []int{a.Pid(), sc.Pid()} {
@@ -114,11 +95,82 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 		}
 		return total
 	}
+	if err := s.serveEcho(pod); err != nil {
+		return err
+	}
+	car := s.car
+	p.rtt = func(ctx context.Context) (float64, error) {
+		return echoRTT(ctx, car, fmt.Sprintf("127.0.0.1:%d", echoPort))
+	}
+	p.A = Side{Node: car, Addr: car.Addr()}
+	p.B = Side{Node: &pod.Node, Addr: netip.MustParseAddr("127.0.0.1"), Bind: pod.Addr()} // through the forward
+	return s.waitForward(ctx, pod, sc)
+}
+
+// startPod starts the tun-mode agent on the host node and adds a pod
+// through the CNI plugin once the agent has its lease.
+func (s *sidecarSetup) startPod(ctx context.Context) (*netlab.Agent, *netlab.Pod, error) {
+	a, err := s.lab.StartAgent(s.host, netlab.AgentConfig{Bin: s.binary, Dir: filepath.Join(s.dir, "agent"), GossipKeyFile: s.keyFile,
+		Extra: []string{"--mode", "tun", "--gossip-profile", "local", "--log-level", "info"}})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.closers = append(s.closers, func() error { a.Stop(syscall.SIGTERM); return nil })
+	if _, err := netlab.WaitLease(ctx, a.Socket()); err != nil {
+		return nil, nil, fmt.Errorf("%w\n%s", err, a.LogTail())
+	}
+	pluginDir := filepath.Join(s.dir, "cni-bin")
+	if err := os.MkdirAll(pluginDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	if err := os.Symlink(s.binary, filepath.Join(pluginDir, "weft")); err != nil {
+		return nil, nil, err
+	}
+	rt, err := s.lab.NewRuntime(s.host, netlab.RuntimeConfig{PluginDir: pluginDir, AgentSocket: a.Socket(), Dir: filepath.Join(s.dir, "cni")})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.closers = append(s.closers, rt.Close)
+	pod, err := rt.AddPod(ctx, "p1")
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, pod, nil
+}
+
+// startSidecar starts the unprivileged sidecar on the other node,
+// forwarding 127.0.0.1's iperf3 and echo ports to the pod.
+func (s *sidecarSetup) startSidecar(pod *netlab.Pod) (*netlab.Sidecar, error) {
+	// The sidecar's user must reach its directory: not under dir (0700).
+	carDir, err := os.MkdirTemp("", "weft-bench-car-")
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { return os.RemoveAll(carDir) })
+	// Nor may the binary sit where only root can reach: run a copy.
+	carBin := filepath.Join(carDir, "weft")
+	if err := copyFile(s.binary, carBin, 0o755); err != nil {
+		return nil, err
+	}
+	forward := fmt.Sprintf("WEFT_FORWARD=%d=%s,%d=%s", iperfPort, netip.AddrPortFrom(pod.Addr(), iperfPort),
+		echoPort, netip.AddrPortFrom(pod.Addr(), echoPort))
+	sc, err := s.lab.StartSidecar(s.car, netlab.SidecarConfig{Bin: carBin, Dir: carDir, GossipKeyFile: s.keyFile, Join: s.host,
+		Env: []string{forward}, Extra: []string{"--gossip-profile", "local", "--log-level", "info"}})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { sc.Stop(syscall.SIGTERM); return nil })
+	return sc, nil
+}
+
+// serveEcho runs an echo server on the pod's echoPort, for the
+// round-trip time.
+func (s *sidecarSetup) serveEcho(pod *netlab.Pod) error {
 	echo, err := pod.Listen("tcp", fmt.Sprintf(":%d", echoPort))
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	closers = append(closers, echo.Close)
+	s.closers = append(s.closers, echo.Close)
 	go func() {
 		for {
 			c, err := echo.Accept()
@@ -128,15 +180,15 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 			go func() { defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	p.rtt = func(ctx context.Context) (float64, error) {
-		return echoRTT(ctx, car, fmt.Sprintf("127.0.0.1:%d", echoPort))
-	}
-	p.A = Side{Node: car, Addr: car.Addr()}
-	p.B = Side{Node: &pod.Node, Addr: netip.MustParseAddr("127.0.0.1"), Bind: pod.Addr()} // through the forward
-	// Ready once a connection crosses the forward to a listener in the pod.
+	return nil
+}
+
+// waitForward waits until a connection crosses the forward to a listener
+// in the pod.
+func (s *sidecarSetup) waitForward(ctx context.Context, pod *netlab.Pod, sc *netlab.Sidecar) error {
 	ln, err := pod.Listen("tcp", fmt.Sprintf(":%d", iperfPort))
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer ln.Close()
 	go func() {
@@ -150,22 +202,21 @@ func SidecarPair(ctx context.Context, lab *netlab.Lab, binary string) (*Path, er
 		}
 	}()
 	for try := 0; ; try++ {
-		c, err := car.DialContext(wctx, "tcp", fmt.Sprintf("127.0.0.1:%d", iperfPort))
+		c, err := s.car.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", iperfPort))
 		if err == nil {
 			buf := make([]byte, 2)
 			c.SetDeadline(time.Now().Add(2 * time.Second))
 			_, err = c.Read(buf)
 			c.Close()
 			if err == nil {
-				break
+				return nil
 			}
 		}
-		if try == 120 || wctx.Err() != nil {
-			return fail(fmt.Errorf("the app behind the sidecar cannot reach the pod: %v\n%s", err, sc.LogTail()))
+		if try == 120 || ctx.Err() != nil {
+			return fmt.Errorf("the app behind the sidecar cannot reach the pod: %v\n%s", err, sc.LogTail())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return p, nil
 }
 
 func copyFile(from, to string, mode os.FileMode) error {

@@ -123,9 +123,41 @@ func Run(ctx context.Context, o Options) (err error) {
 }
 
 func (d *demo) run(ctx context.Context) error {
-	o := d.o
-	d.step("building a %d-node lab: network namespaces on a bridge, underlay 198.18.0.0/15", o.Nodes)
-	lab, err := netlab.New(ctx, netlab.Config{Nodes: o.Nodes, Logger: o.Logger})
+	if err := d.buildLab(ctx); err != nil {
+		return err
+	}
+	p := &progress{w: d.w, terminal: d.o.Terminal}
+	agentsStarted, err := d.startAgents(ctx, p)
+	if err != nil {
+		return err
+	}
+	if err := d.addPods(ctx); err != nil {
+		return err
+	}
+	if err := d.waitHandshakes(ctx, p, agentsStarted); err != nil {
+		return err
+	}
+	for _, show := range []func(context.Context) error{d.showStatus, d.traffic, d.throughput} {
+		if err := show(ctx); err != nil {
+			return err
+		}
+	}
+	if d.o.Keep {
+		d.step("lab kept up; enter a pod with: ip netns exec %s bash   (Ctrl-C to tear down)", d.pods[0][0].NS)
+		<-ctx.Done()
+	}
+	d.step("summary")
+	for _, s := range d.sum {
+		d.info("%s", s)
+	}
+	return nil
+}
+
+// buildLab builds the lab and the demo's directory, and starts capturing
+// the first node's underlay.
+func (d *demo) buildLab(ctx context.Context) error {
+	d.step("building a %d-node lab: network namespaces on a bridge, underlay 198.18.0.0/15", d.o.Nodes)
+	lab, err := netlab.New(ctx, netlab.Config{Nodes: d.o.Nodes, Logger: d.o.Logger})
 	if err != nil {
 		return err
 	}
@@ -146,32 +178,42 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.ok("tcpdump listening, writing %s", d.pcap)
+	return nil
+}
 
+// startAgents starts `weft agent` on every node and waits until every
+// agent sees every member and lease; it returns when the agents started.
+func (d *demo) startAgents(ctx context.Context, p *progress) (time.Time, error) {
+	o := d.o
 	d.step("starting `weft agent` on every node (gossip key generated in %s)", d.dir)
-	d.mesh, err = lab.StartMesh(netlab.MeshConfig{
+	var err error
+	d.mesh, err = d.lab.StartMesh(netlab.MeshConfig{
 		Bin: o.Bin, Dir: filepath.Join(d.dir, "mesh"), Mode: o.Mode,
 		Extra: []string{"--gossip-profile", "local"},
 	})
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
-	agentsStarted := time.Now()
+	started := time.Now()
 	if err := d.writePids(); err != nil {
-		return err
+		return started, err
 	}
 	for _, a := range d.mesh.Agents {
 		d.ok("%s: pid %d, interface %s, socket %s", a.Node.Name, a.Pid(), a.Interface(), a.Socket())
 	}
-	p := &progress{w: d.w, terminal: o.Terminal}
 	want := meshGoal{members: o.Nodes, leases: o.Nodes}
 	if err := p.wait(ctx, d.mesh, want, 60*time.Second, nil); err != nil {
-		return d.withLogs(err)
+		return started, d.withLogs(err)
 	}
+	return started, nil
+}
 
-	d.step("adding %d pod(s) per node through the CNI plugin (libcni ADD, conflist in %s)", o.Pods, filepath.Join(d.dir, "mesh"))
+// addPods adds o.Pods pods on every node through the CNI plugin.
+func (d *demo) addPods(ctx context.Context) error {
+	d.step("adding %d pod(s) per node through the CNI plugin (libcni ADD, conflist in %s)", d.o.Pods, filepath.Join(d.dir, "mesh"))
 	for _, rt := range d.mesh.Runtimes {
 		var pods []*netlab.Pod
-		for i := 1; i <= o.Pods; i++ {
+		for i := 1; i <= d.o.Pods; i++ {
 			pod, err := rt.AddPod(ctx, "p"+strconv.Itoa(i))
 			if err != nil {
 				return err
@@ -181,35 +223,24 @@ func (d *demo) run(ctx context.Context) error {
 		}
 		d.pods = append(d.pods, pods)
 	}
+	return nil
+}
 
+// waitHandshakes waits for a WireGuard handshake between every pair of
+// nodes, with pod traffic to prompt them, and notes how long the mesh
+// took to form since the agents started.
+func (d *demo) waitHandshakes(ctx context.Context, p *progress, agentsStarted time.Time) error {
+	n := d.o.Nodes
 	d.step("waiting for WireGuard handshakes between every pair of nodes")
-	want.handshakes = o.Nodes * (o.Nodes - 1)
+	want := meshGoal{members: n, leases: n, handshakes: n * (n - 1)}
 	poke, stopPoke := d.poker()
-	err = p.wait(ctx, d.mesh, want, 60*time.Second, poke)
+	err := p.wait(ctx, d.mesh, want, 60*time.Second, poke)
 	stopPoke()
 	if err != nil {
 		return d.withLogs(err)
 	}
 	d.sum = append(d.sum, fmt.Sprintf("mesh: %d/%d members alive on every node, %d leases, %d/%d handshakes; formed %.1f s after the agents started",
-		o.Nodes, o.Nodes, o.Nodes, want.handshakes, want.handshakes, time.Since(agentsStarted).Seconds()))
-
-	if err := d.showStatus(ctx); err != nil {
-		return err
-	}
-	if err := d.traffic(ctx); err != nil {
-		return err
-	}
-	if err := d.throughput(ctx); err != nil {
-		return err
-	}
-	if o.Keep {
-		d.step("lab kept up; enter a pod with: ip netns exec %s bash   (Ctrl-C to tear down)", d.pods[0][0].NS)
-		<-ctx.Done()
-	}
-	d.step("summary")
-	for _, s := range d.sum {
-		d.info("%s", s)
-	}
+		n, n, n, want.handshakes, want.handshakes, time.Since(agentsStarted).Seconds()))
 	return nil
 }
 

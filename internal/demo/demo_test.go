@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/demo"
+	"github.com/weftnet/weft/internal/harness/gobuild"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -32,7 +33,7 @@ func TestDemoTwiceNoLeftovers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole demo twice (about 30 s); runs without -short")
 	}
-	bin, err := netlab.BuildWeft(t.TempDir())
+	bin, err := gobuild.Weft(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -219,23 +219,10 @@ func serveEcho(pods []*netlab.Pod) (stop func(), err error) {
 			return nil, fmt.Errorf("echo server in %s: %w", p.Name, err)
 		}
 		ls = append(ls, l)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					io.Copy(c, io.LimitReader(c, 1<<16))
-				}()
-			}
-		}()
+		bench.ServeConns(l, &wg, func(c net.Conn) {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.Copy(c, io.LimitReader(c, 1<<16))
+		})
 	}
 	return stop, nil
 }

@@ -109,18 +109,23 @@ func ParseKubeconfig(data []byte, dir string) (Config, error) {
 	return cfg, nil
 }
 
+// indexNamed is the index of the first of a kubeconfig list's n entries
+// called name (nameAt(i) is entry i's name), or -1.
+func indexNamed(n int, nameAt func(int) string, name string) int {
+	for i := range n {
+		if nameAt(i) == name {
+			return i
+		}
+	}
+	return -1
+}
+
 // cluster fills cfg's apiserver fields from the cluster called name.
 func (kc *kubeconfig) cluster(name, dir string, cfg *Config) error {
 	if name == "" {
 		return fmt.Errorf("names no cluster")
 	}
-	i := -1
-	for j := range kc.Clusters {
-		if kc.Clusters[j].Name == name {
-			i = j
-			break
-		}
-	}
+	i := indexNamed(len(kc.Clusters), func(j int) string { return kc.Clusters[j].Name }, name)
 	if i < 0 {
 		return fmt.Errorf("cluster %q: not found", name)
 	}
@@ -154,13 +159,7 @@ func (kc *kubeconfig) user(name, dir string, cfg *Config) error {
 	if name == "" {
 		return nil
 	}
-	i := -1
-	for j := range kc.Users {
-		if kc.Users[j].Name == name {
-			i = j
-			break
-		}
-	}
+	i := indexNamed(len(kc.Users), func(j int) string { return kc.Users[j].Name }, name)
 	if i < 0 {
 		return fmt.Errorf("user %q: not found", name)
 	}

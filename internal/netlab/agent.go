@@ -14,50 +14,6 @@ import (
 // AgentPort is the gossip port lab agents bind on their node's underlay address.
 const AgentPort = 7946
 
-// BuildWeft builds the weft binary into dir and returns its path. It is
-// built as the image ships it (BuildStatic; make build does the same), so
-// what the lab measures, RSS above all, is what a node runs.
-func BuildWeft(dir string) (string, error) {
-	bin := filepath.Join(dir, "weft")
-	if err := BuildStatic("github.com/weftnet/weft/cmd/weft", bin); err != nil {
-		return "", err
-	}
-	return bin, nil
-}
-
-// BuildStatic builds pkg into out as weft's images ship their binaries:
-// static (no cgo), -trimpath, -s -w.
-func BuildStatic(pkg, out string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
-}
-
-// BuildWeftTemp builds the weft binary into a new temporary directory
-// (named from pattern, as os.MkdirTemp) and returns its path and a cleanup
-// that removes the directory: what every test package running agents needs
-// once in its TestMain.
-func BuildWeftTemp(pattern string) (bin string, cleanup func(), err error) {
-	dir, err := os.MkdirTemp("", pattern)
-	if err != nil {
-		return "", nil, err
-	}
-	cleanup = func() { os.RemoveAll(dir) }
-	// Lab sidecars run the binary as an unprivileged user.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		cleanup()
-		return "", nil, err
-	}
-	if bin, err = BuildWeft(dir); err != nil {
-		cleanup()
-		return "", nil, err
-	}
-	return bin, cleanup, nil
-}
-
 // AgentConfig describes one `weft agent` process in a lab node.
 type AgentConfig struct {
 	// Bin is the weft binary.
@@ -74,7 +30,8 @@ type AgentConfig struct {
 
 // Agent is one `weft agent` process running in a lab node. Lab nodes share
 // one filesystem, so each agent gets its own interface name, state dir and
-// socket (see DESIGN.md, "Lab nodes share one filesystem").
+// socket: with one /var/run and one state directory tree for all, names
+// are what keeps agents apart.
 type Agent struct {
 	Node *Node
 	Dir  string

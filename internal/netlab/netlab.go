@@ -46,8 +46,8 @@ type Lab struct {
 	Switch string
 	Nodes  []*Node
 	log    *slog.Logger
-	// faults holds the running fault injectors (faults.go).
-	faults faultState
+	// closers run first in Close (OnClose).
+	closers []func()
 }
 
 // Node is one lab node: a network namespace with eth0 on the underlay.
@@ -60,8 +60,6 @@ type Node struct {
 	Underlay netip.Prefix
 	// Port is the node's end on the bridge, in the switch namespace.
 	Port string
-	// lab is the lab the node belongs to (nil for a pod's namespace).
-	lab *Lab
 }
 
 // Addr is the node's underlay address.
@@ -156,7 +154,7 @@ func (l *Lab) build(ctx context.Context, cfg Config) error {
 		return err
 	}
 	for i := 1; i <= cfg.Nodes; i++ {
-		n := &Node{Name: fmt.Sprintf("n%d", i), Underlay: UnderlayAddr(i), lab: l}
+		n := &Node{Name: fmt.Sprintf("n%d", i), Underlay: UnderlayAddr(i)}
 		n.NS = NamePrefix + l.ID + "-" + n.Name
 		n.Port = n.Name
 		if err := addNetns(ctx, n.NS); err != nil {
@@ -184,7 +182,10 @@ func (l *Lab) build(ctx context.Context, cfg Config) error {
 // Close removes every namespace of the lab (their links go with them),
 // pods a Runtime did not detach included.
 func (l *Lab) Close() error {
-	l.faults.close() // before the namespaces go: its sockets would keep them alive
+	for i := len(l.closers) - 1; i >= 0; i-- {
+		l.closers[i]()
+	}
+	l.closers = nil
 	var errs []error
 	for _, n := range l.Nodes {
 		errs = append(errs, delNetns(n.NS))
@@ -204,6 +205,14 @@ func (l *Lab) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// OnClose has Close call fn first, before the namespaces go, last
+// registered first: what holds a namespace open (a netlink socket bound in
+// it, as a fault injector's) must let go of it there.
+func (l *Lab) OnClose(fn func()) { l.closers = append(l.closers, fn) }
+
+// Logger is the lab's logger.
+func (l *Lab) Logger() *slog.Logger { return l.log }
 
 // uapiDir is where wireguard-go and wgctrl keep userspace devices' sockets.
 const uapiDir = "/var/run/wireguard"

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/harness/gobuild"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -37,7 +38,7 @@ func TestPodsThroughCNI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	bin, err := netlab.BuildWeft(dir)
+	bin, err := gobuild.Weft(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

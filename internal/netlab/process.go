@@ -1,6 +1,7 @@
 package netlab
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -19,12 +20,18 @@ func (p *process) Stop(sig syscall.Signal) {
 	if p.cmd == nil || !p.Running() {
 		return
 	}
-	p.cmd.Process.Signal(sig)
+	StopProcess(p.cmd.Process, p.done, sig, 10*time.Second)
+}
+
+// StopProcess sends sig to proc and waits until done is closed (proc has
+// been waited for), sending SIGKILL once grace has passed.
+func StopProcess(proc *os.Process, done <-chan struct{}, sig syscall.Signal, grace time.Duration) {
+	proc.Signal(sig)
 	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
+	case <-done:
+	case <-time.After(grace):
+		proc.Kill()
+		<-done
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 
+	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/internal/kubeapi"
 )
 
@@ -150,9 +151,10 @@ func (c *Certs) Verify(dnsName string, at time.Time) error {
 	return err
 }
 
-// WriteCerts writes c into dir as ca.crt, tls.crt and tls.key (0600), each
-// atomically, the key first and the certificate last, so a reader that sees
-// the new certificate sees its key too.
+// WriteCerts writes c into dir as ca.crt, tls.crt (0644) and tls.key
+// (0600), each atomically (internal/atomicfile), the key first and the
+// certificate last, so a reader that sees the new certificate sees its key
+// too.
 func WriteCerts(dir string, c *Certs) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("certificate dir: %w", err)
@@ -162,7 +164,7 @@ func WriteCerts(dir string, c *Certs) error {
 		data []byte
 		mode os.FileMode
 	}{{KeyFile, c.Key, 0o600}, {CAFile, c.CA, 0o644}, {CertFile, c.Cert, 0o644}} {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
 		}
 	}
@@ -183,33 +185,6 @@ func ReadCerts(dir string) (*Certs, error) {
 		*f.dst = b
 	}
 	return &c, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("write %s: %w", path, err)
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // WebhookConfigClient is the part of the Kubernetes API PatchCABundle

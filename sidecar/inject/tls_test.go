@@ -313,7 +313,7 @@ func TestBootstrap(t *testing.T) {
 }
 
 // TestBootstrapExtraHosts: a webhook reached by URL (clientConfig.url,
-// as in internal/k8stest) needs its host in the certificate; certificates
+// as in internal/harness/k8stest) needs its host in the certificate; certificates
 // without it are replaced, ones with it reused.
 func TestBootstrapExtraHosts(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tls")

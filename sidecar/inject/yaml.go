@@ -191,35 +191,28 @@ func workload(tm metav1.TypeMeta) (any, func() (*metav1.ObjectMeta, *corev1.PodS
 		return o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.ObjectMeta, &o.Spec }
 	case "apps/v1 Deployment":
 		o := &appsv1.Deployment{}
-		return o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
-			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
-		}
+		return o, podTemplate(&o.Spec.Template)
 	case "apps/v1 StatefulSet":
 		o := &appsv1.StatefulSet{}
-		return o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
-			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
-		}
+		return o, podTemplate(&o.Spec.Template)
 	case "apps/v1 DaemonSet":
 		o := &appsv1.DaemonSet{}
-		return o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
-			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
-		}
+		return o, podTemplate(&o.Spec.Template)
 	case "apps/v1 ReplicaSet":
 		o := &appsv1.ReplicaSet{}
-		return o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
-			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
-		}
+		return o, podTemplate(&o.Spec.Template)
 	case "batch/v1 Job":
 		o := &batchv1.Job{}
-		return o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
-			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
-		}
+		return o, podTemplate(&o.Spec.Template)
 	case "batch/v1 CronJob":
 		o := &batchv1.CronJob{}
-		return o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
-			t := &o.Spec.JobTemplate.Spec.Template
-			return &t.ObjectMeta, &t.Spec
-		}
+		return o, podTemplate(&o.Spec.JobTemplate.Spec.Template)
 	}
 	return nil, nil
+}
+
+// podTemplate gives the metadata and spec of t, once the object holding
+// it has been decoded.
+func podTemplate(t *corev1.PodTemplateSpec) func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+	return func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &t.ObjectMeta, &t.Spec }
 }
