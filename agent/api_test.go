@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/api"
 )
 
 // servingConns counts the connections this process's HTTP servers hold.
@@ -55,7 +57,7 @@ func TestAPIConnectionsDoNotPile(t *testing.T) {
 	waitConns(0, 5*time.Second, "no connection before the test")
 
 	for i := 0; i < 40; i++ {
-		if _, err := NewClient(a1.cfg.SocketPath).Status(ctx); err != nil {
+		if _, err := api.NewClient(a1.cfg.SocketPath).Status(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,7 +65,7 @@ func TestAPIConnectionsDoNotPile(t *testing.T) {
 	waitConns(0, 5*time.Second, "40 clients' connections closed")
 
 	// A client that keeps its connection alive (http.Transport's default).
-	keep := NewClient(a2.cfg.SocketPath).HTTP
+	keep := api.NewClient(a2.cfg.SocketPath).HTTP
 	keep.Transport.(*http.Transport).DisableKeepAlives = false
 	defer keep.CloseIdleConnections()
 	resp, err := keep.Get("http://agent/v1/lease")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -104,10 +105,10 @@ func (p *agentProc) start() {
 	}
 }
 
-func (p *agentProc) stop(sig syscall.Signal)       { p.Stop(sig) }
-func (p *agentProc) iface() string                 { return p.Interface() }
-func (p *agentProc) status() (agent.Report, error) { return p.Status() }
-func (p *agentProc) metrics() string               { return p.Metrics() }
+func (p *agentProc) stop(sig syscall.Signal)     { p.Stop(sig) }
+func (p *agentProc) iface() string               { return p.Interface() }
+func (p *agentProc) status() (api.Report, error) { return p.Status() }
+func (p *agentProc) metrics() string             { return p.Metrics() }
 
 // eventually polls cond until it returns nil or the timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
@@ -133,7 +134,7 @@ func meshed(p *agentProc, names ...string) error {
 	if !st.Ready {
 		return fmt.Errorf("%s not ready", p.node.Name)
 	}
-	seen := map[string]agent.MemberReport{}
+	seen := map[string]api.MemberReport{}
 	for _, m := range st.Members {
 		seen[m.Name] = m
 	}
