@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
-func startTestMember(t *testing.T, name string, key []byte, tags Tags) *Membership {
+func startTestMember(t *testing.T, name string, key []byte, tags plan.Tags) *Membership {
 	t.Helper()
 	m, err := StartMembership(MembershipConfig{
 		NodeName: name,
@@ -138,7 +140,7 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func(name string, tags Tags, tr *lossyTransport) *Membership {
+	start := func(name string, tags plan.Tags, tr *lossyTransport) *Membership {
 		m, err := StartMembership(MembershipConfig{
 			NodeName: name, Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{key},
 			Profile: "local", Tags: tags, Transport: tr,
@@ -160,7 +162,7 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	}
 	blockOfA := func() (netip.Prefix, error) {
 		for _, m := range b.Members() {
-			if m.Name == "twice-a" && m.Status == StatusAlive {
+			if m.Name == "twice-a" && m.Status == plan.StatusAlive {
 				return m.Tags.Block, nil
 			}
 		}
@@ -191,7 +193,7 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	if got, _ := blockOfA(); got != ta.Block {
 		t.Fatalf("b sees a's block %s: the broadcast was not lost", got)
 	}
-	if got := a.serf.LocalMember().Tags[tagBlock]; got != moved.Block.String() {
+	if got := a.serf.LocalMember().Tags["blk"]; got != moved.Block.String() {
 		t.Fatalf("a's own memberlist advertises block %q, want %s", got, moved.Block)
 	}
 	waitUntil(t, 10*time.Second, "b sees a's new block", func() error {

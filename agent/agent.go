@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/weftnet/weft/agent/plan"
 	prom "github.com/weftnet/weft/internal/metrics"
 	"github.com/weftnet/weft/tunnel"
 )
@@ -48,7 +49,7 @@ type Config struct {
 	GossipProfile string
 	// Pool is the cluster range, block size and lease TTL
 	// (100.64.0.0/16, /24, 10 min).
-	Pool LeaseConfig
+	Pool plan.LeaseConfig
 	// SidecarRange is the range sidecars lease single addresses from
 	// (100.127.0.0/16), by the same rules and TTL as Pool's blocks. Every
 	// member must agree on it, as on Pool; it must not overlap Pool.
@@ -199,12 +200,12 @@ func (c *Config) setDefaults() error {
 }
 
 // sidecarPool is the lease pool of sidecars: single addresses.
-func (c *Config) sidecarPool() LeaseConfig {
-	return LeaseConfig{Range: c.SidecarRange, BlockBits: c.SidecarRange.Addr().BitLen(), TTL: c.Pool.TTL}
+func (c *Config) sidecarPool() plan.LeaseConfig {
+	return plan.LeaseConfig{Range: c.SidecarRange, BlockBits: c.SidecarRange.Addr().BitLen(), TTL: c.Pool.TTL}
 }
 
 // ownPool is the pool this member leases from.
-func (c *Config) ownPool() LeaseConfig {
+func (c *Config) ownPool() plan.LeaseConfig {
 	if c.Sidecar {
 		return c.sidecarPool()
 	}
@@ -222,11 +223,11 @@ type Agent struct {
 	mem       *Membership
 	dev       tunnel.Device
 	routes    *hostRoutes
-	tags      Tags
+	tags      plan.Tags
 	last      snapshot
 	ready     bool
-	readyCh   chan struct{} // closed once ready
-	conflicts []Conflict    // conflicts this agent lost, most recent last
+	readyCh   chan struct{}   // closed once ready
+	conflicts []plan.Conflict // conflicts this agent lost, most recent last
 
 	// warned remembers which invalid members were logged, once each.
 	warned map[string]string
@@ -274,9 +275,9 @@ type Agent struct {
 // snapshot is the outcome of the last reconcile, for the API.
 type snapshot struct {
 	at      time.Time
-	members []Member
-	leases  Leases
-	desired DesiredState
+	members []plan.Member
+	leases  plan.Leases
+	desired plan.DesiredState
 	err     error
 	// expiry is firstExpiry of members after at (Agent.nextExpiry).
 	expiry time.Time
@@ -320,11 +321,11 @@ func (a *Agent) Address() netip.Addr {
 	if !a.state.Block.IsValid() {
 		return netip.Addr{}
 	}
-	return NodeAddress(a.state.Block)
+	return plan.NodeAddress(a.state.Block)
 }
 
 // Members is the agent's current view of the mesh.
-func (a *Agent) Members() []Member {
+func (a *Agent) Members() []plan.Member {
 	a.mu.Lock()
 	mem := a.mem
 	a.mu.Unlock()

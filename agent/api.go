@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -38,7 +39,7 @@ func (a *Agent) Report() api.Report {
 	}
 	if a.tags.Block.IsValid() {
 		st.Self.Block = a.tags.Block.String()
-		st.Self.Address = NodeAddress(a.tags.Block).String()
+		st.Self.Address = plan.NodeAddress(a.tags.Block).String()
 	}
 	if a.last.err != nil {
 		st.LastError = a.last.err.Error()
@@ -90,7 +91,7 @@ func (a *Agent) Lease() api.Lease {
 	l := api.Lease{MTU: a.cfg.MTU}
 	if a.tags.Block.IsValid() {
 		l.Block = a.tags.Block.String()
-		l.NodeAddress = NodeAddress(a.tags.Block).String()
+		l.NodeAddress = plan.NodeAddress(a.tags.Block).String()
 	}
 	switch {
 	case !a.ready:

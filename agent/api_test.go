@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // servingConns counts the connections this process's HTTP servers hold.
@@ -31,7 +32,7 @@ func servingConns() int {
 // alive connection left idle. Before, every poll through a new Client left
 // a connection, its goroutine and buffers in the agent for good.
 func TestAPIConnectionsDoNotPile(t *testing.T) {
-	s := newSim(t, LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: time.Minute})
+	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: time.Minute})
 	s.profile = "local"
 	a1 := s.start("a1", 0, false) // the default idle timeout: a minute
 	s.apiIdle = 300 * time.Millisecond

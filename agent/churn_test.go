@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // fakeClock is a clock the simulation moves forward (lease TTLs) while
@@ -66,7 +68,7 @@ func TestSimulationChurn(t *testing.T) {
 	for (1<<(24-bits))*4 < n*5 {
 		bits--
 	}
-	pool := LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
+	pool := plan.LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
 	blocks := 1 << (24 - bits)
 	s := newSim(t, pool)
 	wait := 3 * time.Minute
@@ -137,7 +139,7 @@ func TestSimulationChurn(t *testing.T) {
 	waitUntil(t, wait, "every failure detected", func() error {
 		for _, n := range alive {
 			for _, m := range s.all[n].mem.Members() {
-				if slices.Contains(failed, m.Name) && m.Status == StatusAlive {
+				if slices.Contains(failed, m.Name) && m.Status == plan.StatusAlive {
 					return fmt.Errorf("%s still sees %s alive", n, m.Name)
 				}
 			}
@@ -167,7 +169,7 @@ func TestSimulationChurn(t *testing.T) {
 // heals the conflict is detected, the earlier claim keeps the block, the
 // newcomer re-leases, and the conflict shows in its API and metrics.
 func TestPartitionHealResolvesConflict(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute}
 	s := newSim(t, pool)
 	clock := &fakeClock{}
 	s.now = clock.Now
@@ -188,7 +190,7 @@ func TestPartitionHealResolvesConflict(t *testing.T) {
 	waitUntil(t, time.Minute, "side B sees side A failed", func() error {
 		for _, b := range sideB {
 			for _, m := range s.all[b].mem.Members() {
-				if (m.Name == "a1" || m.Name == "a2") && m.Status != StatusFailed {
+				if (m.Name == "a1" || m.Name == "a2") && m.Status != plan.StatusFailed {
 					return fmt.Errorf("%s sees %s %s", b, m.Name, m.Status)
 				}
 			}
@@ -202,7 +204,7 @@ func TestPartitionHealResolvesConflict(t *testing.T) {
 	var newcomer string
 	for i := 0; i < 10000 && newcomer == ""; i++ {
 		name := fmt.Sprintf("b-new-%d", i)
-		if b, err := ClaimBlock(pool, name, view, clock.Now()); err == nil && b == before["a1"] {
+		if b, err := plan.ClaimBlock(pool, name, view, clock.Now()); err == nil && b == before["a1"] {
 			newcomer = name
 		}
 	}

@@ -7,13 +7,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // Issue 4: the gossip keyring rotates install -> use -> remove across live
 // agents: afterwards a member with only the new key joins, one with only
 // the old key cannot.
 func TestGossipKeyRotation(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	names := []string{"a", "b", "c"}
@@ -50,7 +52,7 @@ func TestGossipKeyRotation(t *testing.T) {
 // use, remove) reach live agents without a restart; afterwards a member
 // with only the new key joins and one with only the old key cannot.
 func TestGossipKeyFileRotation(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	old := s.key
@@ -112,7 +114,7 @@ func TestGossipKeyFileRotation(t *testing.T) {
 }
 
 func TestSetKeyringErrors(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	a := s.start("a", 0, false)

@@ -23,6 +23,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // ErrNoGossipKey is returned when gossip would run unencrypted without the
@@ -48,7 +50,7 @@ type MembershipConfig struct {
 	// "crowded" (hundreds of agents sharing a few cores).
 	Profile string
 	// Tags are the initial tags.
-	Tags   Tags
+	Tags   plan.Tags
 	Logger *slog.Logger
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
@@ -119,12 +121,12 @@ type Membership struct {
 
 type decodedTags struct {
 	raw  map[string]string
-	tags Tags
+	tags plan.Tags
 	err  error
 }
 
 type seenStatus struct {
-	status Status
+	status plan.Status
 	since  time.Time
 }
 
@@ -397,7 +399,7 @@ func (m *Membership) Join(addrs []string) (int, error) {
 // memberlist has sent the update its last time (a few gossip rounds; up to
 // Serf's BroadcastTimeout, 5 s), and a newcomer that waited for that after
 // claiming its block opened its device ~1 s late (BenchmarkMesh25).
-func (m *Membership) SetTags(t Tags) error {
+func (m *Membership) SetTags(t plan.Tags) error {
 	tags, err := t.Encode()
 	if err != nil {
 		return fmt.Errorf("membership: %w", err)
@@ -534,7 +536,7 @@ func (m *Membership) reconnectFailed() {
 		}
 		if sm.Status == serf.StatusFailed {
 			since := now
-			if s, ok := seen[sm.Name]; ok && s.status == StatusFailed {
+			if s, ok := seen[sm.Name]; ok && s.status == plan.StatusFailed {
 				since = s.since
 			}
 			failed = append(failed, failedMember{net.JoinHostPort(sm.Addr.String(), strconv.Itoa(int(sm.Port))), since})
@@ -618,12 +620,12 @@ func (m *Membership) Resync(except string) {
 
 // Members returns every member Serf knows, self included, sorted by name,
 // with decoded tags (or TagsErr) and the time each entered its status.
-func (m *Membership) Members() []Member {
+func (m *Membership) Members() []plan.Member {
 	now := m.now()
 	sms := m.serf.Members()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Member, 0, len(sms))
+	out := make([]plan.Member, 0, len(sms))
 	present := make(map[string]bool, len(sms))
 	for _, sm := range sms {
 		present[sm.Name] = true
@@ -636,13 +638,13 @@ func (m *Membership) Members() []Member {
 		}
 	}
 	out = append(out, m.learnedMembers(present, now)...)
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b plan.Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // member converts Serf's view of one member, stamping a status change
 // seen first here. m.mu is held.
-func (m *Membership) member(sm serf.Member, now time.Time) Member {
+func (m *Membership) member(sm serf.Member, now time.Time) plan.Member {
 	st := statusOf(sm.Status)
 	seen, ok := m.seen[sm.Name]
 	if !ok || seen.status != st {
@@ -654,7 +656,7 @@ func (m *Membership) member(sm serf.Member, now time.Time) Member {
 		// (SetTags).
 		sm.Tags = m.want
 	}
-	mem := Member{Name: sm.Name, Status: st, Since: seen.since}
+	mem := plan.Member{Name: sm.Name, Status: st, Since: seen.since}
 	if a, ok := netip.AddrFromSlice(sm.Addr); ok {
 		mem.Addr = netip.AddrPortFrom(a.Unmap(), sm.Port)
 	}
@@ -663,7 +665,7 @@ func (m *Membership) member(sm serf.Member, now time.Time) Member {
 	d, ok := m.decoded[sm.Name]
 	if !ok || reflect.ValueOf(d.raw).UnsafePointer() != reflect.ValueOf(sm.Tags).UnsafePointer() {
 		d.raw = sm.Tags
-		d.tags, d.err = DecodeTags(sm.Tags)
+		d.tags, d.err = plan.DecodeTags(sm.Tags)
 		m.decoded[sm.Name] = d
 	}
 	mem.Tags, mem.TagsErr = d.tags, d.err
@@ -673,12 +675,12 @@ func (m *Membership) member(sm serf.Member, now time.Time) Member {
 // failedFirstHand returns the members Serf itself reports failed, unsorted:
 // Members without the learned ones, the sort and the copies of the alive
 // majority, for the probe acks that list them (failed.go).
-func (m *Membership) failedFirstHand() []Member {
+func (m *Membership) failedFirstHand() []plan.Member {
 	now := m.now()
 	sms := m.serf.Members()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []Member
+	var out []plan.Member
 	for _, sm := range sms {
 		if sm.Status == serf.StatusFailed {
 			out = append(out, m.member(sm, now))
@@ -698,7 +700,7 @@ func (m *Membership) OthersAlive() bool {
 // comes, not when Members next runs: a reconcile pass may be seconds away
 // (paced), and a failure stamped late keeps the member's block held late.
 // A reaped member is forgotten by Members.
-func (m *Membership) stamp(name string, st Status) {
+func (m *Membership) stamp(name string, st plan.Status) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -707,14 +709,14 @@ func (m *Membership) stamp(name string, st Status) {
 	}
 }
 
-func statusOf(s serf.MemberStatus) Status {
+func statusOf(s serf.MemberStatus) plan.Status {
 	switch s {
 	case serf.StatusFailed:
-		return StatusFailed
+		return plan.StatusFailed
 	case serf.StatusLeft:
-		return StatusLeft
+		return plan.StatusLeft
 	}
-	return StatusAlive // alive, leaving, none
+	return plan.StatusAlive // alive, leaving, none
 }
 
 // LocalAddr is the gossip address this member advertises.

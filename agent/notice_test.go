@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // heldSetup starts four agents, crashes o1 (its block is held for the
@@ -26,14 +28,14 @@ func heldSetup(t *testing.T, s *sim) (rest []string, held netip.Prefix, newcomer
 	waitUntil(t, time.Minute, "o1 seen failed", func() error {
 		for _, n := range rest {
 			for _, m := range s.all[n].mem.Members() {
-				if m.Name == "o1" && m.Status != StatusFailed {
+				if m.Name == "o1" && m.Status != plan.StatusFailed {
 					return fmt.Errorf("%s sees o1 %s", n, m.Status)
 				}
 			}
 		}
 		return nil
 	})
-	var view []Member
+	var view []plan.Member
 	for _, m := range s.all["o2"].mem.Members() {
 		if m.Name != "o1" {
 			view = append(view, m)
@@ -41,7 +43,7 @@ func heldSetup(t *testing.T, s *sim) (rest []string, held netip.Prefix, newcomer
 	}
 	for i := 0; i < 10000; i++ {
 		name := fmt.Sprintf("n%d", i)
-		if b, err := ClaimBlock(s.pool, name, view, time.Now()); err == nil && b == before["o1"] {
+		if b, err := plan.ClaimBlock(s.pool, name, view, time.Now()); err == nil && b == before["o1"] {
 			return rest, before["o1"], name
 		}
 	}
@@ -54,7 +56,7 @@ func heldSetup(t *testing.T, s *sim) (rest []string, held netip.Prefix, newcomer
 // every view then agrees. The newcomer learns nothing from probe acks, as
 // one whose claim raced its first ack.
 func TestNewcomerToldAboutFailedMember(t *testing.T) {
-	s := newSim(t, LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
+	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
 	rest, held, newcomer := heldSetup(t, s)
 	s.noHeldAcks = true
 	s.start(newcomer, 0, false)
@@ -79,7 +81,7 @@ func TestNewcomerToldAboutFailedMember(t *testing.T) {
 // first claim (failed.go), and never claims o1's: no conflict at all, no
 // notice needed.
 func TestNewcomerLearnsHeldBlocksFromAcks(t *testing.T) {
-	s := newSim(t, LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
+	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
 	rest, held, newcomer := heldSetup(t, s)
 	a := s.start(newcomer, 0, false)
 	all := append(append([]string{}, rest...), newcomer)

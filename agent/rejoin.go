@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/internal/atomicfile"
 )
 
@@ -45,13 +46,13 @@ type rejoinList struct {
 // rejoinAddrs picks the addresses to keep: the alive members but self,
 // in name order (so the list changes only when one of them does), at most
 // rejoinKeep.
-func rejoinAddrs(self string, members []Member) []string {
+func rejoinAddrs(self string, members []plan.Member) []string {
 	var out []string
 	for _, m := range members {
 		if len(out) == rejoinKeep {
 			break
 		}
-		if m.Name != self && m.Status == StatusAlive && m.Addr.IsValid() {
+		if m.Name != self && m.Status == plan.StatusAlive && m.Addr.IsValid() {
 			out = append(out, m.Addr.String())
 		}
 	}
@@ -131,7 +132,7 @@ const rejoinEvery = time.Minute
 
 // keepRejoin rewrites the rejoin list when the members it would hold
 // changed. An agent left alone keeps the old list: that is when it needs it.
-func (a *Agent) keepRejoin(members []Member, now time.Time) {
+func (a *Agent) keepRejoin(members []plan.Member, now time.Time) {
 	if a.cfg.Ephemeral || len(a.rejoin) == rejoinKeep && now.Sub(a.rejoinSaved) < rejoinEvery {
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -25,11 +26,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	announced := string(mode)
 	if a.cfg.Sidecar {
-		announced = ModeSidecar
+		announced = plan.ModeSidecar
 	}
 	a.mu.Lock()
-	a.tags = Tags{
-		Version:   TagVersion,
+	a.tags = plan.Tags{
+		Version:   plan.TagVersion,
 		PublicKey: a.state.Key.Public(),
 		Mode:      announced,
 		MTU:       a.cfg.MTU,
@@ -121,14 +122,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, ErrNoFreeBlock) {
+		if !errors.Is(err, plan.ErrNoFreeBlock) {
 			return err
 		}
 		a.mu.Lock()
 		a.last.err = err
 		a.mu.Unlock()
 		retry, now := wait, a.cfg.Now()
-		if end := firstExpiry(members, a.cfg.Pool.TTL, now); !end.IsZero() {
+		if end := plan.FirstExpiry(members, a.cfg.Pool.TTL, now); !end.IsZero() {
 			retry = min(retry, end.Sub(now)+10*time.Millisecond)
 		}
 		a.log.Warn("no free block yet; waiting", "err", err, "retry_in", retry.Round(time.Millisecond))
@@ -304,8 +305,8 @@ const fullPoolRecheck = 250 * time.Millisecond
 // one whose ack can list held blocks (a mesh that starts all at once has
 // none).
 func (a *Agent) othersHoldBlocks() bool {
-	return slices.ContainsFunc(a.mem.Members(), func(m Member) bool {
-		return m.Name != a.cfg.NodeName && m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid()
+	return slices.ContainsFunc(a.mem.Members(), func(m plan.Member) bool {
+		return m.Name != a.cfg.NodeName && m.Status == plan.StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid()
 	})
 }
 
@@ -317,7 +318,7 @@ func (a *Agent) alone() bool {
 // withEndpoint sets the WireGuard endpoint tag: the configured endpoint,
 // else the advertised or bound gossip address, else the address memberlist
 // itself would advertise for an unspecified bind (the first private IP).
-func (a *Agent) withEndpoint(t Tags, gossip netip.Addr) Tags {
+func (a *Agent) withEndpoint(t plan.Tags, gossip netip.Addr) plan.Tags {
 	for _, ip := range []netip.Addr{a.cfg.Endpoint, gossip, a.cfg.Advertise.Addr(), a.cfg.Bind.Addr(), privateIP()} {
 		if ip.IsValid() && !ip.IsUnspecified() {
 			t.Endpoint = netip.AddrPortFrom(ip.Unmap(), uint16(a.cfg.ListenPort))
@@ -365,18 +366,18 @@ func (a *Agent) waitSettled(ctx context.Context, d time.Duration) {
 // claimLease decides this node's block and, if it changed, persists it
 // before announcing it; it reports whether it did. At start, a persisted
 // block another live member now holds is given up rather than fought for.
-func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
+func (a *Agent) claimLease(members []plan.Member, starting bool) (bool, error) {
 	now := a.cfg.Now()
-	self := Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}
+	self := plan.Member{Name: a.cfg.NodeName, Status: plan.StatusAlive, Since: now, Tags: a.tags}
 	if starting && a.tags.Block.IsValid() {
 		for _, m := range members {
-			if m.Name != a.cfg.NodeName && m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block == a.tags.Block {
+			if m.Name != a.cfg.NodeName && m.Status == plan.StatusAlive && m.TagsErr == nil && m.Tags.Block == a.tags.Block {
 				a.log.Warn("persisted block is held by another member now; leasing another", "block", a.tags.Block, "holder", m.Name)
 				self.Tags.Block, self.Tags.LeaseTime = netip.Prefix{}, 0
 			}
 		}
 	}
-	block, lt, changed, err := NextLease(a.cfg.ownPool(), self, a.withAvoided(members, now), now)
+	block, lt, changed, err := plan.NextLease(a.cfg.ownPool(), self, a.withAvoided(members, now), now)
 	if err != nil {
 		if a.tags.Block.IsValid() {
 			a.noteLostLease(members, now) // lost ours and no other to take
@@ -411,8 +412,8 @@ func (a *Agent) claimLease(members []Member, starting bool) (bool, error) {
 }
 
 // noteLostLease records a conflict this node lost.
-func (a *Agent) noteLostLease(members []Member, now time.Time) {
-	leases := ResolveLeases(a.cfg.ownPool(), append(others(members, a.cfg.NodeName), Member{Name: a.cfg.NodeName, Status: StatusAlive, Since: now, Tags: a.tags}), now)
+func (a *Agent) noteLostLease(members []plan.Member, now time.Time) {
+	leases := plan.ResolveLeases(a.cfg.ownPool(), append(others(members, a.cfg.NodeName), plan.Member{Name: a.cfg.NodeName, Status: plan.StatusAlive, Since: now, Tags: a.tags}), now)
 	for _, c := range leases.Conflicts {
 		if c.Loser == a.cfg.NodeName {
 			a.mu.Lock()
@@ -440,15 +441,15 @@ func (a *Agent) noteLostLease(members []Member, now time.Time) {
 // notice, and the notice's memory fades (learnedFor) well before the
 // member's TTL ends; without this, the claim's search, which starts at the
 // same block for the same name every time, walked straight back into it.
-func (a *Agent) withAvoided(members []Member, now time.Time) []Member {
-	var extra []Member
+func (a *Agent) withAvoided(members []plan.Member, now time.Time) []plan.Member {
+	var extra []plan.Member
 	for b, at := range a.avoid {
 		if now.Sub(at) >= a.cfg.Pool.TTL {
 			delete(a.avoid, b)
 			continue
 		}
-		extra = append(extra, Member{Name: "\x00lost " + b.String(), Status: StatusFailed, Since: at,
-			Tags: Tags{Version: TagVersion, Block: b}})
+		extra = append(extra, plan.Member{Name: "\x00lost " + b.String(), Status: plan.StatusFailed, Since: at,
+			Tags: plan.Tags{Version: plan.TagVersion, Block: b}})
 	}
 	if len(extra) == 0 {
 		return members
@@ -456,8 +457,8 @@ func (a *Agent) withAvoided(members []Member, now time.Time) []Member {
 	return append(slices.Clip(members), extra...)
 }
 
-func others(ms []Member, self string) []Member {
-	out := make([]Member, 0, len(ms))
+func others(ms []plan.Member, self string) []plan.Member {
+	out := make([]plan.Member, 0, len(ms))
 	for _, m := range ms {
 		if m.Name != self {
 			out = append(out, m)
@@ -483,7 +484,7 @@ func (a *Agent) openDevice(ctx context.Context, mode tunnel.Mode) error {
 		UAPIOptional: mode == tunnel.ModeNetstack,
 	}
 	if mode == tunnel.ModeNetstack {
-		cfg.Address = netip.PrefixFrom(NodeAddress(a.state.Block), a.state.Block.Addr().BitLen())
+		cfg.Address = netip.PrefixFrom(plan.NodeAddress(a.state.Block), a.state.Block.Addr().BitLen())
 	}
 	dev, err := tunnel.Open(ctx, cfg)
 	if err != nil {
@@ -503,12 +504,12 @@ func (a *Agent) openDevice(ctx context.Context, mode tunnel.Mode) error {
 // (replacing the address of a block given up).
 func (a *Agent) applyAddress(old netip.Prefix) error {
 	if nd, ok := a.dev.(*tunnel.NetstackDevice); ok && old.IsValid() {
-		return nd.Stack().ReplaceAddress(NodeAddress(old), NodeAddress(a.state.Block))
+		return nd.Stack().ReplaceAddress(plan.NodeAddress(old), plan.NodeAddress(a.state.Block))
 	}
 	if a.routes == nil {
 		return nil
 	}
-	return a.routes.setAddress(NodeAddress(a.state.Block))
+	return a.routes.setAddress(plan.NodeAddress(a.state.Block))
 }
 
 // reconcile is one pass: lease, peers, routes, metrics.
@@ -536,7 +537,7 @@ func (a *Agent) reconcile() (err error) {
 	a.tellNewcomers(members, leases, now)
 	a.doubtFailedWinners(members, leases, now)
 	a.keepRejoin(members, now)
-	want := Desired(a.cfg.NodeName, members, leases, now)
+	want := plan.Desired(a.cfg.NodeName, members, leases, now)
 	for i := range want.Peers {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
 	}
@@ -547,8 +548,8 @@ func (a *Agent) reconcile() (err error) {
 				leaseTimes[m.Tags.PublicKey] = m.Tags.LeaseTime
 			}
 		}
-		self := claim{leaseTime: a.tags.LeaseTime, key: a.tags.PublicKey}
-		a.initiateAt = holdInitiations(self, want.Peers, leaseTimes, a.handshaken(), a.peerSince, now)
+		self := plan.Claim{LeaseTime: a.tags.LeaseTime, Key: a.tags.PublicKey}
+		a.initiateAt = plan.HoldInitiations(self, want.Peers, leaseTimes, a.handshaken(), a.peerSince, now)
 	}
 	for _, s := range want.Skipped {
 		a.log.Debug("member skipped", "member", s.Name, "reason", s.Reason)
@@ -560,14 +561,14 @@ func (a *Agent) reconcile() (err error) {
 		}
 	}
 	if a.routes != nil {
-		if err := a.routes.setRoutes(want.Routes, NodeAddress(a.state.Block)); err != nil {
+		if err := a.routes.setRoutes(want.Routes, plan.NodeAddress(a.state.Block)); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	err = errors.Join(append(errs, claimErr)...)
 	a.mu.Lock()
 	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err,
-		expiry: firstExpiry(members, a.cfg.Pool.TTL, now)}
+		expiry: plan.FirstExpiry(members, a.cfg.Pool.TTL, now)}
 	snap, block := a.last, a.tags.Block
 	a.mu.Unlock()
 	if a.passed != nil {
@@ -581,20 +582,20 @@ func (a *Agent) reconcile() (err error) {
 // failed before they joined (they lose to it, but cannot know: failed.go)
 // about every failed member still holding a block. Each newcomer is told at
 // most every noticeEvery while its conflict lasts.
-func (a *Agent) tellNewcomers(members []Member, leases Leases, now time.Time) {
+func (a *Agent) tellNewcomers(members []plan.Member, leases plan.Leases, now time.Time) {
 	for key, at := range a.told {
 		if now.Sub(at) > 2*noticeEvery {
 			delete(a.told, key)
 		}
 	}
-	var held []Member
-	for _, c := range failedWinners(a.cfg.NodeName, members, leases) {
+	var held []plan.Member
+	for _, c := range plan.FailedWinners(a.cfg.NodeName, members, leases) {
 		if at, ok := a.told[c.Loser]; ok && now.Sub(at) < noticeEvery {
 			continue
 		}
 		if held == nil {
 			for _, m := range members {
-				if m.Status == StatusFailed && now.Sub(m.Since) < a.cfg.Pool.TTL {
+				if m.Status == plan.StatusFailed && now.Sub(m.Since) < a.cfg.Pool.TTL {
 					held = append(held, m)
 				}
 			}
@@ -602,10 +603,10 @@ func (a *Agent) tellNewcomers(members []Member, leases Leases, now time.Time) {
 		a.told[c.Loser] = now
 		// The member the newcomer lost to goes first: the notices are
 		// several queries, and the first to arrive settles this conflict.
-		first := slices.IndexFunc(held, func(m Member) bool { return m.Name == c.Winner })
+		first := slices.IndexFunc(held, func(m plan.Member) bool { return m.Name == c.Winner })
 		order := held
 		if first > 0 {
-			order = append([]Member{held[first]}, slices.Delete(slices.Clone(held), first, first+1)...)
+			order = append([]plan.Member{held[first]}, slices.Delete(slices.Clone(held), first, first+1)...)
 		}
 		if err := a.mem.TellFailed(c.Loser, order, now); err != nil {
 			a.log.Warn("telling a newcomer about failed members", "err", err)
@@ -626,14 +627,14 @@ const doubtAfter = 30 * time.Second
 // lost leave intent is otherwise repaired only by Serf's periodic push-pull
 // (minutes apart in a big mesh), and until then this node routes the live
 // member's block to nobody. At most one resync per doubtAfter.
-func (a *Agent) doubtFailedWinners(members []Member, leases Leases, now time.Time) {
-	status := make(map[string]Status, len(members))
+func (a *Agent) doubtFailedWinners(members []plan.Member, leases plan.Leases, now time.Time) {
+	status := make(map[string]plan.Status, len(members))
 	for _, m := range members {
 		status[m.Name] = m.Status
 	}
 	live := map[string]bool{}
 	for _, c := range leases.Conflicts {
-		if status[c.Winner] != StatusFailed || status[c.Loser] != StatusAlive || c.Loser == a.cfg.NodeName {
+		if status[c.Winner] != plan.StatusFailed || status[c.Loser] != plan.StatusAlive || c.Loser == a.cfg.NodeName {
 			continue
 		}
 		key := c.Winner + "/" + c.Loser
@@ -665,41 +666,26 @@ func (a *Agent) nextExpiry() time.Time {
 	return a.last.expiry
 }
 
-// firstExpiry is when the first failed member of members that holds a
-// block passes the lease TTL after `after`; zero if none will.
-func firstExpiry(members []Member, ttl time.Duration, after time.Time) time.Time {
-	var next time.Time
-	for _, m := range members {
-		if m.Status != StatusFailed || !m.Tags.Block.IsValid() {
-			continue
-		}
-		if end := m.Since.Add(ttl); end.After(after) && (next.IsZero() || end.Before(next)) {
-			next = end
-		}
-	}
-	return next
-}
-
 // resolve decides the owners of host blocks and of sidecar addresses, two
 // pools with the same rules, into one Leases.
-func (a *Agent) resolve(members []Member, now time.Time) Leases {
-	return MergeLeases(ResolveLeases(a.cfg.Pool, members, now), ResolveLeases(a.cfg.sidecarPool(), members, now))
+func (a *Agent) resolve(members []plan.Member, now time.Time) plan.Leases {
+	return plan.MergeLeases(plan.ResolveLeases(a.cfg.Pool, members, now), plan.ResolveLeases(a.cfg.sidecarPool(), members, now))
 }
 
 // checkRanges marks members whose block is not one of their pool (a block
 // of the cluster range for a host, an address of the sidecar range for a
 // sidecar) as invalid: their claim is void anyway, and this way they are
 // counted and shown with the reason instead of silently skipped.
-func (a *Agent) checkRanges(ms []Member) []Member {
+func (a *Agent) checkRanges(ms []plan.Member) []plan.Member {
 	for i, m := range ms {
 		pool, what := a.cfg.Pool, "a /%d of the cluster range %s"
-		if m.Tags.Mode == ModeSidecar {
+		if m.Tags.Mode == plan.ModeSidecar {
 			pool, what = a.cfg.sidecarPool(), "a /%d of the sidecar range %s"
 		}
-		if m.TagsErr == nil && m.Tags.Block.IsValid() && !pool.inPool(m.Tags.Block) {
+		if m.TagsErr == nil && m.Tags.Block.IsValid() && !pool.InPool(m.Tags.Block) {
 			ms[i].TagsErr = fmt.Errorf("block %s is not "+what, m.Tags.Block, pool.BlockBits, pool.Range)
 		}
-		if err := ms[i].TagsErr; err != nil && m.Status == StatusAlive && a.warned[m.Name] != err.Error() {
+		if err := ms[i].TagsErr; err != nil && m.Status == plan.StatusAlive && a.warned[m.Name] != err.Error() {
 			a.log.Warn("ignoring a member with invalid tags", "member", m.Name, "err", err)
 			a.warned[m.Name] = err.Error()
 		}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/weftnet/weft/agent/plan"
 	prom "github.com/weftnet/weft/internal/metrics"
 )
 
@@ -115,7 +116,7 @@ type sim struct {
 	t    testing.TB
 	sb   *switchboard
 	key  []byte
-	pool LeaseConfig
+	pool plan.LeaseConfig
 	dir  string
 	all  map[string]*simAgent
 	seed string
@@ -147,7 +148,7 @@ type sim struct {
 	apiIdle time.Duration
 }
 
-func newSim(t testing.TB, pool LeaseConfig) *sim {
+func newSim(t testing.TB, pool plan.LeaseConfig) *sim {
 	k, _ := GenerateGossipKey()
 	s := &sim{t: t, sb: &switchboard{}, key: k, pool: pool, dir: t.TempDir(), all: map[string]*simAgent{}, seedFor: map[int]string{}, profile: "lan", sidecar: map[string]bool{}, resync: 2 * time.Second}
 	t.Cleanup(func() {
@@ -343,7 +344,7 @@ func (s *sim) settled(names []string) error {
 		seen := map[string]netip.Prefix{}
 		view := s.all[n].mem.Members()
 		for _, m := range view {
-			if m.Status == StatusAlive {
+			if m.Status == plan.StatusAlive {
 				seen[m.Name] = m.Tags.Block
 			}
 		}
@@ -351,7 +352,7 @@ func (s *sim) settled(names []string) error {
 		if s.now != nil {
 			now = s.now()
 		}
-		leases := ResolveLeases(s.pool, view, now)
+		leases := plan.ResolveLeases(s.pool, view, now)
 		for _, o := range names {
 			if seen[o] != blocks[o] {
 				return fmt.Errorf("%s sees %s with %v, it holds %v", n, o, seen[o], blocks[o])
@@ -400,7 +401,7 @@ func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) 
 		}
 		// Errors are made for the first difference only (no garbage).
 		switch {
-		case i == len(snap.members) || snap.members[i].Name != o || snap.members[i].Status != StatusAlive:
+		case i == len(snap.members) || snap.members[i].Name != o || snap.members[i].Status != plan.StatusAlive:
 			if i < len(snap.members) && snap.members[i].Name == o {
 				down++
 			}

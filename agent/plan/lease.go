@@ -1,4 +1,4 @@
-package agent
+package plan
 
 import (
 	"cmp"
@@ -68,19 +68,19 @@ func (c LeaseConfig) block(i int) netip.Prefix {
 	return netip.PrefixFrom(addr, c.BlockBits)
 }
 
-// inPool reports whether b is exactly one block of the pool.
-func (c LeaseConfig) inPool(b netip.Prefix) bool {
+// InPool reports whether b is exactly one block of the pool.
+func (c LeaseConfig) InPool(b netip.Prefix) bool {
 	return b.IsValid() && b == b.Masked() && b.Bits() == c.BlockBits &&
 		b.Addr().Is4() == c.Range.Addr().Is4() && c.Range.Contains(b.Addr())
 }
 
-// claim returns the block m claims, if its claim counts at now (DESIGN.md
-// "Leases", rule 3): valid tags naming one block of the pool, from a member
+// claim returns the block m claims, if its claim counts at now (lease
+// rule 3 in the package comment): valid tags naming one block of the pool, from a member
 // that is alive, or failed for less than the TTL. A left member's claim is
 // void at once; so is the claim of a member in a state this code does not
 // know, which is safer than holding a block for it forever.
 func (c LeaseConfig) claim(m Member, now time.Time) (netip.Prefix, bool) {
-	if m.TagsErr != nil || !c.inPool(m.Tags.Block) {
+	if m.TagsErr != nil || !c.InPool(m.Tags.Block) {
 		return netip.Prefix{}, false
 	}
 	switch m.Status {
@@ -155,7 +155,7 @@ func (l Leases) LostConflict(name string) (Conflict, bool) {
 }
 
 // ResolveLeases decides, from one member list, who owns each claimed block
-// of the pool c (DESIGN.md "Leases", rule 2). The earliest claim wins:
+// of the pool c (lease rule 2). The earliest claim wins:
 // lowest LeaseTime, then lowest name, an order every member computes alike
 // whatever order it lists the members in. Names are unique in a Serf
 // cluster; should a name repeat, its first entry counts.
@@ -205,7 +205,7 @@ func ResolveLeases(c LeaseConfig, members []Member, now time.Time) Leases {
 
 // ClaimBlock picks a block for member self that no other member claims:
 // none alive, none failed within the TTL, not even a conflict's loser
-// (DESIGN.md "Leases", rule 1). The search starts at a block chosen by a
+// (lease rule 1). The search starts at a block chosen by a
 // hash of the name, so nodes joining together rarely pick the same one, and
 // walks the pool from there with wrap-around. Self's own claim is ignored:
 // if self owns its block the block is free for it, and if self lost it the
@@ -304,4 +304,28 @@ func MergeLeases(ls ...Leases) Leases {
 		}
 	}
 	return out
+}
+
+// FirstExpiry is when the first failed member of members that holds a
+// block passes the lease TTL after `after`; zero if none will.
+func FirstExpiry(members []Member, ttl time.Duration, after time.Time) time.Time {
+	var next time.Time
+	for _, m := range members {
+		if m.Status != StatusFailed || !m.Tags.Block.IsValid() {
+			continue
+		}
+		if end := m.Since.Add(ttl); end.After(after) && (next.IsZero() || end.Before(next)) {
+			next = end
+		}
+	}
+	return next
+}
+
+// NodeAddress is the node's own overlay address in its block: the first host
+// address of a host-mode block, the address itself for a /32.
+func NodeAddress(block netip.Prefix) netip.Addr {
+	if block.Bits() == block.Addr().BitLen() {
+		return block.Addr()
+	}
+	return block.Addr().Next()
 }

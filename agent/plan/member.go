@@ -1,10 +1,10 @@
-package agent
+package plan
 
 import (
 	"net/netip"
 	"time"
 
-	"github.com/weftnet/weft/tunnel"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
 // TagVersion is the version of the tag schema this agent writes and reads.
@@ -16,7 +16,7 @@ type Tags struct {
 	// Version is the tag schema version ("v").
 	Version int
 	// PublicKey is the member's WireGuard public key ("pk").
-	PublicKey tunnel.Key
+	PublicKey wgspec.Key
 	// Endpoint is the underlay host:port of its WireGuard device ("ep").
 	Endpoint netip.AddrPort
 	// Block is the leased block ("blk"): a /24 (by default) of the cluster
