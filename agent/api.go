@@ -199,8 +199,8 @@ const apiIdleTimeout = time.Minute
 
 func (a *Agent) httpServer(debug bool) *http.Server {
 	idle := apiIdleTimeout
-	if a.apiIdle > 0 {
-		idle = a.apiIdle
+	if a.hooks.apiIdle > 0 {
+		idle = a.hooks.apiIdle
 	}
 	return &http.Server{Handler: a.handler(debug), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idle}
 }

@@ -73,7 +73,7 @@ func TestSimulationChurn(t *testing.T) {
 	s := newSim(t, pool)
 	wait := 3 * time.Minute
 	if n >= 100 {
-		s.profile = "crowded" // LAN probes flap with this many agents on two cores
+		s.crowded = true // LAN probes flap with this many agents on two cores
 		wait = 6 * time.Minute
 	}
 	clock := &fakeClock{}
@@ -106,7 +106,7 @@ func TestSimulationChurn(t *testing.T) {
 	alive := append(append([]string{}, stay...), newcomers...)
 	start = time.Now()
 	// Newcomers learn the held blocks from their first probe's ack before
-	// they claim (failed.go); those that joined before the old members saw
+	// they claim (package membership); those that joined before the old members saw
 	// a failure claim a held block and learn of it from a later ack or a
 	// notice. Measured 54 s to 1m09 (with notices alone, 1m09 to over 8
 	// min).
@@ -114,7 +114,7 @@ func TestSimulationChurn(t *testing.T) {
 	t.Logf("after %d failed, %d left, %d joined: converged in %v", tenth, tenth, len(newcomers), time.Since(start).Round(time.Millisecond))
 	now := s.leases(alive)
 	// A newcomer never sees a member that failed before it joined; the
-	// members that saw the failure tell it (failed.go). settled already
+	// members that saw the failure tell it (package membership). settled already
 	// requires every view to agree on every owner; check the blocks too.
 	held := map[netip.Prefix]string{}
 	for _, name := range failed {

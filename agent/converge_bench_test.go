@@ -45,9 +45,9 @@ func convergeOnce(b *testing.B, n int, inMemory bool) time.Duration {
 	pool := plan.LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
 	s := newSim(b, pool)
 	if n >= 100 {
-		s.profile = "crowded" // as in TestSimulationChurn
+		s.crowded = true // as in TestSimulationChurn
 		// Beyond 200 agents on two cores, in slow motion: gossip rounds
-		// and probes 5× apart at 1000 (membership.go).
+		// and probes 5× apart at 1000 (crowdedTimings).
 		s.stretch = n / 200
 	}
 	s.resync = 30 * time.Second // the default: no lease TTL to wait out here

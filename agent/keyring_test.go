@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/agent/plan"
 )
 
@@ -24,7 +25,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 	waitUntil(t, 20*time.Second, "mesh", func() error { return s.settled(names) })
 	old := s.key
-	newKey, _ := GenerateGossipKey()
+	newKey, _ := membership.GenerateGossipKey()
 	if err := s.all["a"].mem.RotateGossipKey(newKey, old); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestGossipKeyFileRotation(t *testing.T) {
 	s := newSim(t, pool)
 	s.profile = "local"
 	old := s.key
-	newKey, _ := GenerateGossipKey()
+	newKey, _ := membership.GenerateGossipKey()
 	var mu sync.Mutex
 	file := [][]byte{old}
 	s.keySource = func() ([][]byte, error) {
@@ -78,9 +79,12 @@ func TestGossipKeyFileRotation(t *testing.T) {
 	keyringIs := func(primary []byte, n int) func() error {
 		return func() error {
 			for _, name := range names {
-				kr := s.all[name].mem.keyring
-				if !bytes.Equal(kr.GetPrimaryKey(), primary) || len(kr.GetKeys()) != n {
-					return fmt.Errorf("%s: %d keys, primary is new: %v", name, len(kr.GetKeys()), bytes.Equal(kr.GetPrimaryKey(), newKey))
+				keys := s.all[name].mem.Keys() // primary first
+				if len(keys) == 0 {
+					return fmt.Errorf("%s: no keyring", name)
+				}
+				if !bytes.Equal(keys[0], primary) || len(keys) != n {
+					return fmt.Errorf("%s: %d keys, primary is new: %v", name, len(keys), bytes.Equal(keys[0], newKey))
 				}
 			}
 			return nil
@@ -132,7 +136,7 @@ func TestSetKeyringErrors(t *testing.T) {
 	if _, err := a.mem.SetKeyring([][]byte{[]byte("short")}); err == nil {
 		t.Error("a 5-byte key was accepted")
 	}
-	if kr := a.mem.keyring.GetKeys(); len(kr) != 1 || !bytes.Equal(kr[0], s.key) {
+	if kr := a.mem.Keys(); len(kr) != 1 || !bytes.Equal(kr[0], s.key) {
 		t.Errorf("a failed update changed the keyring (%d keys)", len(kr))
 	}
 }

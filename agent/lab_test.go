@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -60,7 +60,7 @@ func needLab(t testing.TB, nodes int) *netlab.Lab {
 
 func writeGossipKey(t testing.TB) string {
 	t.Helper()
-	k, err := agent.GenerateGossipKey()
+	k, err := membership.GenerateGossipKey()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func heldSetup(t *testing.T, s *sim) (rest []string, held netip.Prefix, newcomer
 }
 
 // A newcomer that claims the block of a member that failed before it
-// joined is told (failed.go), loses to the failed member and re-leases;
+// joined is told (package membership), loses to the failed member and re-leases;
 // every view then agrees. The newcomer learns nothing from probe acks, as
 // one whose claim raced its first ack.
 func TestNewcomerToldAboutFailedMember(t *testing.T) {
@@ -78,7 +78,7 @@ func TestNewcomerToldAboutFailedMember(t *testing.T) {
 }
 
 // A newcomer learns the held blocks from its first probe's ack before its
-// first claim (failed.go), and never claims o1's: no conflict at all, no
+// first claim (package membership), and never claims o1's: no conflict at all, no
 // notice needed.
 func TestNewcomerLearnsHeldBlocksFromAcks(t *testing.T) {
 	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
@@ -92,19 +92,16 @@ func TestNewcomerLearnsHeldBlocksFromAcks(t *testing.T) {
 	if len(conflicts) > 0 || s.leases([]string{newcomer})[newcomer] == held {
 		t.Errorf("%s claimed o1's held block %s although acks list it: conflicts %v", newcomer, held, conflicts)
 	}
-	a.mem.mu.Lock()
-	_, learned := a.mem.learned["o1"]
-	a.mem.mu.Unlock()
-	if !learned {
+	if _, _, learned := a.mem.Learned("o1"); !learned {
 		t.Errorf("%s did not learn o1 from probe acks", newcomer)
 	}
 	// Acks pass on first-hand failures only.
 	for who, want := range map[string]bool{rest[0]: true, newcomer: false} {
-		held, err := parseHeld(s.all[who].mem.ackPayload(), time.Hour)
+		held, err := s.all[who].mem.HeldInAcks()
 		if err != nil {
 			t.Fatalf("%s's ack payload: %v", who, err)
 		}
-		if got := slices.ContainsFunc(held, func(h heldLease) bool { return h.Name == "o1" }); got != want {
+		if got := slices.Contains(held, "o1"); got != want {
 			t.Errorf("%s's ack lists o1: %v, want %v (%+v)", who, got, want, held)
 		}
 	}

@@ -121,7 +121,7 @@ func (a *Agent) loadRejoin() {
 		a.log.Warn("ignoring the rejoin list", "err", err)
 		return
 	}
-	a.rejoin = addrs
+	a.rejoin.addrs = addrs
 }
 
 // rejoinEvery is the least time between two writes of a full rejoin list:
@@ -133,18 +133,18 @@ const rejoinEvery = time.Minute
 // keepRejoin rewrites the rejoin list when the members it would hold
 // changed. An agent left alone keeps the old list: that is when it needs it.
 func (a *Agent) keepRejoin(members []plan.Member, now time.Time) {
-	if a.cfg.Ephemeral || len(a.rejoin) == rejoinKeep && now.Sub(a.rejoinSaved) < rejoinEvery {
+	if a.cfg.Ephemeral || len(a.rejoin.addrs) == rejoinKeep && now.Sub(a.rejoin.saved) < rejoinEvery {
 		return
 	}
 	addrs := rejoinAddrs(a.cfg.NodeName, members)
-	if len(addrs) == 0 || slices.Equal(addrs, a.rejoin) {
+	if len(addrs) == 0 || slices.Equal(addrs, a.rejoin.addrs) {
 		return
 	}
 	if err := saveRejoin(a.rejoinPath(), a.cfg.NodeName, addrs); err != nil {
 		a.log.Warn("saving the rejoin list", "err", err)
 		return
 	}
-	a.rejoin, a.rejoinSaved = addrs, now
+	a.rejoin.addrs, a.rejoin.saved = addrs, now
 }
 
 // rejoinKept tries the kept addresses one by one, in the background (a
@@ -152,14 +152,14 @@ func (a *Agent) keepRejoin(members []plan.Member, now time.Time) {
 // until one answers; the others come with its member list. One try runs
 // at a time.
 func (a *Agent) rejoinKept(ctx context.Context) {
-	addrs := slices.Clone(a.rejoin)
-	if len(addrs) == 0 || !a.rejoining.CompareAndSwap(false, true) {
+	addrs := slices.Clone(a.rejoin.addrs)
+	if len(addrs) == 0 || !a.rejoin.running.CompareAndSwap(false, true) {
 		return
 	}
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		defer a.rejoining.Store(false)
+		defer a.rejoin.running.Store(false)
 		for _, addr := range addrs {
 			if ctx.Err() != nil {
 				return

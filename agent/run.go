@@ -4,25 +4,55 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hashicorp/go-sockaddr"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/hashicorp/go-sockaddr"
+
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/tunnel"
 )
 
 // Run starts the agent and keeps the node's WireGuard peers, routes and
-// lease in line with the mesh until ctx is cancelled.
+// lease in line with the mesh until ctx is cancelled: start (identity and
+// gossip), join the mesh, serve the API, acquire a lease, open the device,
+// then loop.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.loadIdentity(); err != nil {
+	mode, err := a.start()
+	if err != nil {
 		return err
+	}
+	defer a.shutdown()
+	joined, ok := a.joinMesh(ctx)
+	if !ok {
+		return nil
+	}
+	srv, err := a.serveAPI(ctx)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	if ok, err := a.acquireLease(ctx); !ok || err != nil {
+		return err
+	}
+	if err := a.becomeReady(ctx, mode); err != nil {
+		return err
+	}
+	return a.loop(ctx, joined)
+}
+
+// start loads the node's identity and rejoin list, picks the tunnel
+// backend and starts gossip with the node's tags.
+func (a *Agent) start() (tunnel.Mode, error) {
+	if err := a.loadIdentity(); err != nil {
+		return "", err
 	}
 	a.loadRejoin()
 	mode, err := a.resolveMode()
 	if err != nil {
-		return err
+		return "", err
 	}
 	announced := string(mode)
 	if a.cfg.Sidecar {
@@ -38,21 +68,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		LeaseTime: a.state.LeaseTime,
 	}
 	a.mu.Unlock()
-	mem, err := StartMembership(MembershipConfig{
+	return mode, a.startMembership()
+}
+
+// startMembership starts Serf and announces the node's tags, with the
+// endpoint taken from the advertised gossip address unless configured.
+func (a *Agent) startMembership() error {
+	mem, err := membership.Start(membership.Config{
 		NodeName:   a.cfg.NodeName,
 		Bind:       a.cfg.Bind,
 		Advertise:  a.cfg.Advertise,
 		Keys:       a.cfg.GossipKeys,
 		Insecure:   a.cfg.InsecureGossip,
 		Profile:    a.cfg.GossipProfile,
+		Timings:    a.cfg.GossipTimings,
 		Tags:       a.withEndpoint(a.tags, netip.Addr{}),
 		Logger:     a.log,
 		Now:        a.cfg.Now,
-		Transport:  a.transport,
+		Transport:  a.hooks.transport,
 		HoldFor:    a.cfg.Pool.TTL,
 		OnProbe:    a.cfg.OnProbe,
-		ignoreAcks: a.noHeldAcks,
-		stretch:    a.stretch,
+		IgnoreAcks: a.hooks.noHeldAcks,
 	})
 	if err != nil {
 		return err
@@ -63,7 +99,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !mem.Encrypted() {
 		a.log.Warn("gossip is NOT encrypted (--insecure-gossip)")
 	}
-	// The endpoint is the advertised gossip address unless configured.
 	a.mu.Lock()
 	a.tags = a.withEndpoint(a.tags, mem.LocalAddr().Addr())
 	tags := a.tags
@@ -72,15 +107,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		mem.Close()
 		return err
 	}
-	defer a.shutdown()
+	return nil
+}
 
-	// With join addresses, lease nothing before the mesh is reached: a
-	// block claimed alone would be checked against nobody, and kept.
-	joined := a.join(ctx)
+// joinMesh contacts the members to join and, with join addresses, leases
+// nothing before the mesh is reached: a block claimed alone would be
+// checked against nobody, and kept. It reports whether a member answered
+// (joined), and ok false if ctx ended first.
+func (a *Agent) joinMesh(ctx context.Context) (joined, ok bool) {
+	joined = a.join(ctx)
 	for wait := 250 * time.Millisecond; !joined && a.alone(); wait = min(2*wait, 10*time.Second) {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false, false
 		case <-time.After(wait):
 		}
 		joined = a.join(ctx)
@@ -90,40 +129,52 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.state.Block.IsValid() && len(a.cfg.Join) > 0 {
 		a.waitSettled(ctx, 2*time.Second)
 	}
+	return joined, true
+}
 
-	srv, err := a.serveAPI(ctx)
-	if err != nil {
-		return err
-	}
-	defer srv.close()
-
+// acquireLease claims the node's first block. It reports false (with a nil
+// error) if ctx ended first.
+func (a *Agent) acquireLease(ctx context.Context) (bool, error) {
 	// A newcomer learns the blocks held for failed members before it
 	// claims one: memberlist does not tell it of them, its first probe's
-	// ack does (failed.go).
-	if !a.state.Block.IsValid() && !a.noHeldAcks && a.othersHoldBlocks() {
-		t0 := time.Now()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-mem.HeardHeld():
-			a.log.Info("heard which blocks are held for failed members", "after", time.Since(t0).Round(time.Millisecond))
-		case <-time.After(mem.HeldWait()):
-			a.log.Warn("no probe ack told which blocks are held; claiming anyway", "waited", mem.HeldWait())
+	// ack does (package membership).
+	if !a.state.Block.IsValid() && !a.hooks.noHeldAcks && a.othersHoldBlocks() {
+		if !a.waitHeld(ctx) {
+			return false, nil
 		}
 	}
+	return a.claimFirstLease(ctx)
+}
 
-	// A full pool is not fatal: blocks free up as members leave or their
-	// TTL runs out. Wait (not ready) and try again: when a failed
-	// member's TTL ends, when members change (at most every
-	// fullPoolRecheck), and at least after a backoff.
+// waitHeld waits for the first probe ack that lists the held blocks, at
+// most HeldWait; false if ctx ended first.
+func (a *Agent) waitHeld(ctx context.Context) bool {
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-a.mem.HeardHeld():
+		a.log.Info("heard which blocks are held for failed members", "after", time.Since(t0).Round(time.Millisecond))
+	case <-time.After(a.mem.HeldWait()):
+		a.log.Warn("no probe ack told which blocks are held; claiming anyway", "waited", a.mem.HeldWait())
+	}
+	return true
+}
+
+// claimFirstLease claims a block, waiting while the pool is full. A full
+// pool is not fatal: blocks free up as members leave or their TTL runs
+// out. It waits (not ready) and tries again: when a failed member's TTL
+// ends, when members change (at most every fullPoolRecheck), and at least
+// after a backoff. It reports false (with a nil error) if ctx ended first.
+func (a *Agent) claimFirstLease(ctx context.Context) (bool, error) {
 	for wait := time.Second; ; {
 		members := a.mem.Members()
 		_, err := a.claimLease(members, true)
 		if err == nil {
-			break
+			return true, nil
 		}
 		if !errors.Is(err, plan.ErrNoFreeBlock) {
-			return err
+			return false, err
 		}
 		a.mu.Lock()
 		a.last.err = err
@@ -135,19 +186,24 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("no free block yet; waiting", "err", err, "retry_in", retry.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			return nil
+			return false, nil
 		case <-time.After(retry):
 			wait = min(2*wait, 30*time.Second)
-		case <-mem.Changed():
+		case <-a.mem.Changed():
 			// A member left (its block is free at once) or a claim moved.
 			select {
 			case <-ctx.Done():
-				return nil
+				return false, nil
 			case <-time.After(fullPoolRecheck):
 			}
 		}
 	}
-	if !a.noDevice {
+}
+
+// becomeReady opens the device (unless the agent runs without one) and
+// marks the agent ready, removing the handover note of the agent before.
+func (a *Agent) becomeReady(ctx context.Context, mode tunnel.Mode) error {
+	if !a.hooks.noDevice {
 		if err := a.openDevice(ctx, mode); err != nil {
 			return err
 		}
@@ -157,52 +213,31 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	close(a.readyCh)
 	a.dropHandover()
+	return nil
+}
 
-	var rotate <-chan time.Time
-	if a.cfg.KeyRotation > 0 {
-		t := time.NewTicker(a.cfg.KeyRotation)
-		defer t.Stop()
-		rotate = t.C
-	}
-	tick := time.NewTicker(a.cfg.Resync)
-	defer tick.Stop()
-	var keys <-chan time.Time // the gossip key source is due a read
-	if a.cfg.GossipKeySource != nil {
-		t := time.NewTicker(a.cfg.GossipKeyReload)
-		defer t.Stop()
-		keys = t.C
-	}
-	backoff := time.Duration(0)
-	var retry <-chan time.Time
-	pace := pacer{crowded: a.cfg.GossipProfile == "crowded"}
-	var settle <-chan time.Time // a paced membership change is due
+// loop reconciles on each membership change (paced), failed member's TTL
+// end, held-back handshake, resync tick and retry, and reloads the gossip
+// keys and rotates the WireGuard key when due, until ctx ends.
+func (a *Agent) loop(ctx context.Context, joined bool) error {
+	resync, keys, rotate, stop := a.tickers()
+	defer stop()
+	var (
+		backoff       time.Duration
+		retry, settle <-chan time.Time // a failed pass's retry; a paced change
+		pace          = pacer{perMembers: a.cfg.PaceMembers}
+	)
 	for pass := true; ; {
 		if pass {
-			start := time.Now()
-			err := a.reconcile()
-			pace.passed(start, time.Now(), len(a.last.members))
 			settle = nil
-			if err != nil {
-				backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
-				a.log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
-				retry = time.After(backoff)
-			} else {
-				backoff, retry = 0, nil
-			}
+			retry, backoff = a.pass(&pace, backoff)
 		}
 		pass = true
-		var expiry <-chan time.Time // the next failed member's TTL end
-		if next := a.nextExpiry(); !next.IsZero() {
-			expiry = time.After(next.Sub(a.cfg.Now()) + 10*time.Millisecond)
-		}
-		var initiate <-chan time.Time // a held-back handshake is due
-		if !a.initiateAt.IsZero() {
-			initiate = time.After(a.initiateAt.Sub(a.cfg.Now()))
-		}
+		expiry, initiate := a.wakeups()
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-mem.Changed():
+		case <-a.mem.Changed():
 			// Paced: while members come and go without a pause (a
 			// rollout, a big mesh forming), one pass covers all changes
 			// of its gap.
@@ -215,7 +250,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-settle:
 		case <-expiry:
 		case <-initiate:
-		case <-tick.C:
+		case <-resync:
 			// Alone with join addresses to try (they were all down when we
 			// started, or we lost everyone): keep trying them.
 			if !joined || a.alone() {
@@ -234,6 +269,56 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// pass runs one reconcile pass and returns when to retry it (nil after a
+// pass that succeeded) with the backoff to double next time.
+func (a *Agent) pass(pace *pacer, backoff time.Duration) (<-chan time.Time, time.Duration) {
+	start := time.Now()
+	err := a.reconcile()
+	pace.passed(start, time.Now(), len(a.last.members))
+	if err == nil {
+		return nil, 0
+	}
+	backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
+	a.log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
+	return time.After(backoff), backoff
+}
+
+// tickers starts the resync ticker and, where configured, the gossip key
+// source's and the key rotation's (nil channels otherwise); stop stops
+// them.
+func (a *Agent) tickers() (resync, keys, rotate <-chan time.Time, stop func()) {
+	var ts []*time.Ticker
+	start := func(d time.Duration) <-chan time.Time {
+		t := time.NewTicker(d)
+		ts = append(ts, t)
+		return t.C
+	}
+	if a.cfg.KeyRotation > 0 {
+		rotate = start(a.cfg.KeyRotation)
+	}
+	resync = start(a.cfg.Resync)
+	if a.cfg.GossipKeySource != nil {
+		keys = start(a.cfg.GossipKeyReload)
+	}
+	return resync, keys, rotate, func() {
+		for _, t := range ts {
+			t.Stop()
+		}
+	}
+}
+
+// wakeups are the timers of the next failed member's TTL end and of the
+// next held-back handshake (nil channels for none).
+func (a *Agent) wakeups() (expiry, initiate <-chan time.Time) {
+	if next := a.nextExpiry(); !next.IsZero() {
+		expiry = time.After(next.Sub(a.cfg.Now()) + 10*time.Millisecond)
+	}
+	if !a.hold.at.IsZero() {
+		initiate = time.After(a.hold.at.Sub(a.cfg.Now()))
+	}
+	return expiry, initiate
+}
+
 // pacer spaces the reconcile passes that membership changes trigger: after
 // a pass that took d, the next waits until pacingFactor×d (at most maxGap)
 // after its end. A pass is O(members), and while a large mesh forms or
@@ -244,24 +329,21 @@ func (a *Agent) Run(ctx context.Context) error {
 // under a millisecond and the gap is nothing. Timers, retries and expiries
 // are not paced.
 //
-// In the "crowded" gossip profile (simulations: hundreds of agents on a few
-// cores, BenchmarkConvergence) from 2×crowdedMembers members on, the gap is
-// one maxGap per crowdedMembers members, however fast the last pass was:
-// there every pass of every agent shares the same cores and a pass's own
-// time says nothing of the others'. 1000 agents paced by their own pass
-// times reconciled in 36 % of two cores, with the collector as much again,
-// and starved their own gossip into false failures.
+// With perMembers set (Config.PaceMembers), from 2×perMembers members on,
+// the gap is one maxGap per perMembers members, however fast the last pass
+// was: for simulations of hundreds of agents on a few cores, where every
+// pass of every agent shares the same cores and a pass's own time says
+// nothing of the others'.
 type pacer struct {
-	lastEnd  time.Time
-	lastTook time.Duration
-	crowded  bool
-	members  int // in the last pass
+	lastEnd    time.Time
+	lastTook   time.Duration
+	perMembers int
+	members    int // in the last pass
 }
 
 const (
-	pacingFactor   = 10
-	maxGap         = 2 * time.Second
-	crowdedMembers = 200
+	pacingFactor = 10
+	maxGap       = 2 * time.Second
 )
 
 // passed records a pass from start to end over members members.
@@ -272,8 +354,8 @@ func (p *pacer) passed(start, end time.Time, members int) {
 // wait is how long a membership change seen at now waits for its pass.
 func (p *pacer) wait(now time.Time) time.Duration {
 	gap := min(pacingFactor*p.lastTook, maxGap)
-	if k := time.Duration(p.members / crowdedMembers); p.crowded && k > 1 {
-		gap = k * maxGap
+	if p.perMembers > 0 && p.members/p.perMembers > 1 {
+		gap = time.Duration(p.members/p.perMembers) * maxGap
 	}
 	return max(0, gap-now.Sub(p.lastEnd))
 }
@@ -422,7 +504,7 @@ func (a *Agent) noteLostLease(members []plan.Member, now time.Time) {
 			if seen {
 				continue // still the same conflict, retried
 			}
-			a.avoid[c.Block] = now
+			a.repair.avoid[c.Block] = now
 			a.log.Warn("lease conflict lost; re-leasing", "block", c.Block, "winner", c.Winner)
 			a.metrics.conflicts.Inc()
 			a.mu.Lock()
@@ -443,9 +525,9 @@ func (a *Agent) noteLostLease(members []plan.Member, now time.Time) {
 // same block for the same name every time, walked straight back into it.
 func (a *Agent) withAvoided(members []plan.Member, now time.Time) []plan.Member {
 	var extra []plan.Member
-	for b, at := range a.avoid {
+	for b, at := range a.repair.avoid {
 		if now.Sub(at) >= a.cfg.Pool.TTL {
-			delete(a.avoid, b)
+			delete(a.repair.avoid, b)
 			continue
 		}
 		extra = append(extra, plan.Member{Name: "\x00lost " + b.String(), Status: plan.StatusFailed, Since: at,
@@ -512,7 +594,8 @@ func (a *Agent) applyAddress(old netip.Prefix) error {
 	return a.routes.setAddress(plan.NodeAddress(a.state.Block))
 }
 
-// reconcile is one pass: lease, peers, routes, metrics.
+// reconcile is one pass: lease, the view of the mesh, the gossip chores
+// it calls for, then peers and routes, the snapshot and metrics.
 func (a *Agent) reconcile() (err error) {
 	start := time.Now()
 	defer func() {
@@ -534,9 +617,34 @@ func (a *Agent) reconcile() (err error) {
 	now := a.cfg.Now()
 	members = a.checkRanges(members)
 	leases := a.resolve(members, now)
+	a.gossipChores(members, leases, now)
+	want := a.desired(members, leases, now)
+	err = errors.Join(append(a.apply(want), claimErr)...)
+	a.mu.Lock()
+	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err,
+		expiry: plan.FirstExpiry(members, a.cfg.Pool.TTL, now)}
+	snap, block := a.last, a.tags.Block
+	a.mu.Unlock()
+	if a.hooks.passed != nil {
+		a.hooks.passed(snap, block)
+	}
+	a.metrics.observe(members, leases, want)
+	return err
+}
+
+// gossipChores are what a pass's view calls for besides peers and routes:
+// notices to newcomers that claim a failed member's block, a resync when
+// this node's view looks stale, and the rejoin list kept for the next
+// start.
+func (a *Agent) gossipChores(members []plan.Member, leases plan.Leases, now time.Time) {
 	a.tellNewcomers(members, leases, now)
 	a.doubtFailedWinners(members, leases, now)
 	a.keepRejoin(members, now)
+}
+
+// desired is plan.Desired with the configured keepalive, and with the
+// keepalive off for the peers this node must not initiate to yet.
+func (a *Agent) desired(members []plan.Member, leases plan.Leases, now time.Time) plan.DesiredState {
 	want := plan.Desired(a.cfg.NodeName, members, leases, now)
 	for i := range want.Peers {
 		want.Peers[i].PersistentKeepalive = a.cfg.Keepalive
@@ -549,11 +657,16 @@ func (a *Agent) reconcile() (err error) {
 			}
 		}
 		self := plan.Claim{LeaseTime: a.tags.LeaseTime, Key: a.tags.PublicKey}
-		a.initiateAt = plan.HoldInitiations(self, want.Peers, leaseTimes, a.handshaken(), a.peerSince, now)
+		a.hold.at = plan.HoldInitiations(self, want.Peers, leaseTimes, a.handshaken(), a.hold.since, now)
 	}
 	for _, s := range want.Skipped {
 		a.log.Debug("member skipped", "member", s.Name, "reason", s.Reason)
 	}
+	return want
+}
+
+// apply sets the device's peers and the host routes to want.
+func (a *Agent) apply(want plan.DesiredState) []error {
 	var errs []error
 	if a.dev != nil {
 		if err := a.dev.SetPeers(want.Peers); err != nil {
@@ -565,32 +678,22 @@ func (a *Agent) reconcile() (err error) {
 			errs = append(errs, err)
 		}
 	}
-	err = errors.Join(append(errs, claimErr)...)
-	a.mu.Lock()
-	a.last = snapshot{at: now, members: members, leases: leases, desired: want, err: err,
-		expiry: plan.FirstExpiry(members, a.cfg.Pool.TTL, now)}
-	snap, block := a.last, a.tags.Block
-	a.mu.Unlock()
-	if a.passed != nil {
-		a.passed(snap, block)
-	}
-	a.metrics.observe(members, leases, want)
-	return err
+	return errs
 }
 
 // tellNewcomers tells alive members that claim the block of a member that
-// failed before they joined (they lose to it, but cannot know: failed.go)
+// failed before they joined (they lose to it, but cannot know: membership.TellFailed)
 // about every failed member still holding a block. Each newcomer is told at
-// most every noticeEvery while its conflict lasts.
+// most every membership.NoticeEvery while its conflict lasts.
 func (a *Agent) tellNewcomers(members []plan.Member, leases plan.Leases, now time.Time) {
-	for key, at := range a.told {
-		if now.Sub(at) > 2*noticeEvery {
-			delete(a.told, key)
+	for key, at := range a.repair.told {
+		if now.Sub(at) > 2*membership.NoticeEvery {
+			delete(a.repair.told, key)
 		}
 	}
 	var held []plan.Member
 	for _, c := range plan.FailedWinners(a.cfg.NodeName, members, leases) {
-		if at, ok := a.told[c.Loser]; ok && now.Sub(at) < noticeEvery {
+		if at, ok := a.repair.told[c.Loser]; ok && now.Sub(at) < membership.NoticeEvery {
 			continue
 		}
 		if held == nil {
@@ -600,7 +703,7 @@ func (a *Agent) tellNewcomers(members []plan.Member, leases plan.Leases, now tim
 				}
 			}
 		}
-		a.told[c.Loser] = now
+		a.repair.told[c.Loser] = now
 		// The member the newcomer lost to goes first: the notices are
 		// several queries, and the first to arrive settles this conflict.
 		first := slices.IndexFunc(held, func(m plan.Member) bool { return m.Name == c.Winner })
@@ -623,7 +726,7 @@ const doubtAfter = 30 * time.Second
 // doubtFailedWinners resyncs this node's view with a random member while a
 // member it sees failed keeps beating a live member's claim for longer than
 // doubtAfter. Either the live member is a newcomer that will be told and
-// re-lease (failed.go), or this node missed the failed member's leave: a
+// re-lease (membership.TellFailed), or this node missed the failed member's leave: a
 // lost leave intent is otherwise repaired only by Serf's periodic push-pull
 // (minutes apart in a big mesh), and until then this node routes the live
 // member's block to nobody. At most one resync per doubtAfter.
@@ -639,20 +742,20 @@ func (a *Agent) doubtFailedWinners(members []plan.Member, leases plan.Leases, no
 		}
 		key := c.Winner + "/" + c.Loser
 		live[key] = true
-		if _, ok := a.doubts[key]; !ok {
-			a.doubts[key] = now
+		if _, ok := a.repair.doubts[key]; !ok {
+			a.repair.doubts[key] = now
 		}
 	}
 	due := false
-	for key, since := range a.doubts {
+	for key, since := range a.repair.doubts {
 		if !live[key] {
-			delete(a.doubts, key)
+			delete(a.repair.doubts, key)
 		} else if now.Sub(since) >= doubtAfter {
 			due = true
 		}
 	}
-	if due && now.Sub(a.lastDoubt) >= doubtAfter {
-		a.lastDoubt = now
+	if due && now.Sub(a.repair.lastDoubt) >= doubtAfter {
+		a.repair.lastDoubt = now
 		a.mem.Resync("")
 	}
 }
@@ -685,9 +788,9 @@ func (a *Agent) checkRanges(ms []plan.Member) []plan.Member {
 		if m.TagsErr == nil && m.Tags.Block.IsValid() && !pool.InPool(m.Tags.Block) {
 			ms[i].TagsErr = fmt.Errorf("block %s is not "+what, m.Tags.Block, pool.BlockBits, pool.Range)
 		}
-		if err := ms[i].TagsErr; err != nil && m.Status == plan.StatusAlive && a.warned[m.Name] != err.Error() {
+		if err := ms[i].TagsErr; err != nil && m.Status == plan.StatusAlive && a.repair.warned[m.Name] != err.Error() {
 			a.log.Warn("ignoring a member with invalid tags", "member", m.Name, "err", err)
-			a.warned[m.Name] = err.Error()
+			a.repair.warned[m.Name] = err.Error()
 		}
 	}
 	return ms

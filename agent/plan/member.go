@@ -11,7 +11,7 @@ import (
 const TagVersion = 1
 
 // Tags is what a member announces about itself in its Serf tags. The wire
-// form (short keys v, pk, ep, blk, lt, m, mtu) is in tags.go.
+// form (short keys v, pk, ep, blk, lt, m, mtu) is Encode and DecodeTags.
 type Tags struct {
 	// Version is the tag schema version ("v").
 	Version int

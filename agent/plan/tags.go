@@ -86,7 +86,7 @@ func (t Tags) Encode() (map[string]string, error) {
 	case t.LeaseTime != 0:
 		return nil, fmt.Errorf("tag %s: lease time %d without a block", tagLeaseTime, t.LeaseTime)
 	}
-	if n := tagsSize(m); n > MaxTagsSize {
+	if n := TagsSize(m); n > MaxTagsSize {
 		return nil, fmt.Errorf("tags: %d bytes encoded, Serf allows %d: %w", n, MaxTagsSize, ErrTagsTooLarge)
 	}
 	return m, nil
@@ -96,7 +96,7 @@ func (t Tags) Encode() (map[string]string, error) {
 // are ignored, so a newer agent can add tags without breaking older ones,
 // but they count toward the size limit.
 func DecodeTags(m map[string]string) (Tags, error) {
-	if n := tagsSize(m); n > MaxTagsSize {
+	if n := TagsSize(m); n > MaxTagsSize {
 		return Tags{}, fmt.Errorf("tags: %d bytes encoded, Serf allows %d: %w", n, MaxTagsSize, ErrTagsTooLarge)
 	}
 	v, ok := m[tagVersion]
@@ -171,11 +171,11 @@ func DecodeTags(m map[string]string) (Tags, error) {
 	return t, nil
 }
 
-// tagsSize is the number of bytes Serf's encodeTags makes of m: one magic
+// TagsSize is the number of bytes Serf's encodeTags makes of m: one magic
 // byte and a msgpack map of strings. Serf's go-msgpack handle writes strings
 // in the legacy raw format (fixstr below 32 bytes, else str16 or str32, never
 // str8), so this is exact, not an estimate.
-func tagsSize(m map[string]string) int {
+func TagsSize(m map[string]string) int {
 	n := 1 + msgpackHeader(len(m), 16)
 	for k, v := range m {
 		n += msgpackHeader(len(k), 32) + len(k) + msgpackHeader(len(v), 32) + len(v)

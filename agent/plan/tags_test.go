@@ -206,9 +206,9 @@ func TestDecodeTagsUnknownKeys(t *testing.T) {
 	// Fill up to exactly the limit with one extra tag, then one byte more.
 	delete(m, "zone")
 	// "x" costs 2 bytes, the value a 3-byte str16 header and its length.
-	room := MaxTagsSize - tagsSize(m) - 2 - 3
+	room := MaxTagsSize - TagsSize(m) - 2 - 3
 	m["x"] = strings.Repeat("a", room)
-	if n := tagsSize(m); n != MaxTagsSize {
+	if n := TagsSize(m); n != MaxTagsSize {
 		t.Fatalf("test setup: size %d, want %d", n, MaxTagsSize)
 	}
 	if _, err := DecodeTags(m); err != nil {
@@ -216,7 +216,7 @@ func TestDecodeTagsUnknownKeys(t *testing.T) {
 	}
 	m["x"] += "a"
 	if _, err := DecodeTags(m); !errors.Is(err, ErrTagsTooLarge) {
-		t.Errorf("tags of %d bytes: err = %v, want ErrTagsTooLarge", tagsSize(m), err)
+		t.Errorf("tags of %d bytes: err = %v, want ErrTagsTooLarge", TagsSize(m), err)
 	}
 }
 
@@ -235,16 +235,16 @@ func TestTagsSize(t *testing.T) {
 		{map[string]string{"k": strings.Repeat("a", 1<<16)}, 1 + 1 + 2 + 5 + 1<<16},
 	}
 	for _, tt := range tests {
-		if got := tagsSize(tt.m); got != tt.want {
-			t.Errorf("tagsSize(%d keys, %d-byte value) = %d, want %d", len(tt.m), len(tt.m["k"]), got, tt.want)
+		if got := TagsSize(tt.m); got != tt.want {
+			t.Errorf("TagsSize(%d keys, %d-byte value) = %d, want %d", len(tt.m), len(tt.m["k"]), got, tt.want)
 		}
 	}
 	many := map[string]string{}
 	for i := 0; i < 16; i++ {
 		many[string(rune('a'+i))] = ""
 	}
-	if got, want := tagsSize(many), 1+3+16*3; got != want { // map16 from 16 entries
-		t.Errorf("tagsSize(16 keys) = %d, want %d", got, want)
+	if got, want := TagsSize(many), 1+3+16*3; got != want { // map16 from 16 entries
+		t.Errorf("TagsSize(16 keys) = %d, want %d", got, want)
 	}
 	// The largest tags this agent writes leave room for a few more keys.
 	big := Tags{
@@ -260,7 +260,7 @@ func TestTagsSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := tagsSize(m); n > MaxTagsSize/2 {
+	if n := TagsSize(m); n > MaxTagsSize/2 {
 		t.Errorf("largest tags encode to %d bytes, more than half of Serf's %d", n, MaxTagsSize)
 	}
 }
@@ -301,8 +301,8 @@ func FuzzDecodeTags(f *testing.F) {
 		if diff := cmp.Diff(tags, back, netipComparers); diff != "" {
 			t.Fatalf("round trip of %q changed the tags (-first +second):\n%s", m, diff)
 		}
-		if tagsSize(again) > MaxTagsSize {
-			t.Fatalf("re-encoded %q is %d bytes", again, tagsSize(again))
+		if TagsSize(again) > MaxTagsSize {
+			t.Fatalf("re-encoded %q is %d bytes", again, TagsSize(again))
 		}
 	})
 }

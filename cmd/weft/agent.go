@@ -14,6 +14,7 @@ import (
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/kubejoin"
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/internal/procs"
 	"github.com/weftnet/weft/tunnel"
 )
@@ -171,7 +172,7 @@ func (af *agentFlags) config(ctx context.Context, log *slog.Logger) (agent.Confi
 // parseAddresses parses --join, --bind, --advertise and --endpoint.
 func (af *agentFlags) parseAddresses(cfg *agent.Config) error {
 	for _, j := range af.join {
-		a, err := agent.ParseJoinAddr(j)
+		a, err := membership.ParseJoinAddr(j)
 		if err != nil {
 			return err
 		}
@@ -212,14 +213,14 @@ func (af *agentFlags) parsePools(cfg *agent.Config) error {
 func (af *agentFlags) gossipKeys(cfg *agent.Config) error {
 	var err error
 	if af.keyFile != "" {
-		if cfg.GossipKeys, err = agent.LoadGossipKeys(af.keyFile); err != nil {
+		if cfg.GossipKeys, err = membership.LoadGossipKeys(af.keyFile); err != nil {
 			return err
 		}
-		// Rotation is an edit of the file (a Secret): see agent/keyring.go.
+		// Rotation is an edit of the file (a Secret): see agent/membership/keyring.go.
 		keyFile := af.keyFile
-		cfg.GossipKeySource = func() ([][]byte, error) { return agent.LoadGossipKeys(keyFile) }
+		cfg.GossipKeySource = func() ([][]byte, error) { return membership.LoadGossipKeys(keyFile) }
 	} else if v := os.Getenv("WEFT_GOSSIP_KEY"); v != "" {
-		if cfg.GossipKeys, err = agent.ParseGossipKeys(v); err != nil {
+		if cfg.GossipKeys, err = membership.ParseGossipKeys(v); err != nil {
 			return fmt.Errorf("WEFT_GOSSIP_KEY: %w", err)
 		}
 	}

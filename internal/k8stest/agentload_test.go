@@ -20,8 +20,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -174,7 +174,7 @@ func TestAgentRequestsOnlyAtStart(t *testing.T) {
 		{name: "self", ip: selfIP, ready: "True"},
 		{name: "silent", ip: "127.0.0.4", ready: "Unknown"},
 	})
-	key, err := agent.GenerateGossipKey()
+	key, err := membership.GenerateGossipKey()
 	if err != nil {
 		t.Fatal(err)
 	}

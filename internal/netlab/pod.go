@@ -19,8 +19,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/membership"
 )
 
 // This file is what a container runtime does on a lab node: pods are network
@@ -367,7 +367,7 @@ func (m *Mesh) Close() error {
 // WriteGossipKey writes a new gossip key to dir/gossip.key (mode 0600, the
 // format --gossip-key-file reads) and returns the file's path.
 func WriteGossipKey(dir string) (string, error) {
-	k, err := agent.GenerateGossipKey()
+	k, err := membership.GenerateGossipKey()
 	if err != nil {
 		return "", err
 	}

@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"bytes"
@@ -31,8 +31,8 @@ import (
 // operator asking for it.
 var ErrNoGossipKey = errors.New("no gossip key: weft encrypts gossip by default; give a key (weft keygen) or set --insecure-gossip")
 
-// MembershipConfig configures the Serf side of an agent.
-type MembershipConfig struct {
+// Config configures the Serf side of an agent.
+type Config struct {
 	// NodeName is the member name, normally the Kubernetes node name.
 	NodeName string
 	// Bind is the gossip address, e.g. 0.0.0.0:7946 (port 0 picks one).
@@ -45,10 +45,12 @@ type MembershipConfig struct {
 	Keys [][]byte
 	// Insecure allows running without keys. Never the default.
 	Insecure bool
-	// Profile tunes memberlist timings: "lan" (default), "local" (loopback
-	// tests and small simulations, much faster failure detection) or
-	// "crowded" (hundreds of agents sharing a few cores).
+	// Profile tunes memberlist timings: "lan" (default) or "local"
+	// (loopback tests and small simulations, much faster failure
+	// detection).
 	Profile string
+	// Timings replaces the profile's timings where set.
+	Timings Timings
 	// Tags are the initial tags.
 	Tags   plan.Tags
 	Logger *slog.Logger
@@ -61,15 +63,27 @@ type MembershipConfig struct {
 	// probe ack or notice is kept, and how long this member lists its own
 	// failed members in its acks (the lease TTL); 0 means 10 minutes.
 	HoldFor time.Duration
-	// OnProbe is called after each successful probe (Config.OnProbe).
+	// OnProbe is called after each successful probe (agent.Config.OnProbe).
 	OnProbe func()
-	// ignoreAcks learns nothing from probe acks (tests of the notices).
-	ignoreAcks bool
-	// stretch multiplies the "crowded" profile's gossip and probe
-	// intervals and probe timeout (0 or 1: as they are): a simulation of
-	// 1000 agents on two cores runs in slow motion, since at the LAN
-	// rates their gossip alone wants more CPU than the cores have.
-	stretch int
+	// IgnoreAcks learns nothing from probe acks: for tests of the notices,
+	// which repair what acks missed.
+	IgnoreAcks bool
+}
+
+// Timings are memberlist timings that replace a profile's where set
+// (non-zero): for a simulation of hundreds of agents sharing a few cores,
+// whose probes wait on the scheduler and whose gossip at LAN rates wants
+// more CPU than the cores have.
+type Timings struct {
+	// GossipInterval is the time between gossip rounds, each to
+	// GossipNodes members.
+	GossipInterval time.Duration
+	GossipNodes    int
+	// ProbeInterval and ProbeTimeout time the failure detector's probes;
+	// SuspicionMult scales how long a suspect has to refute.
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
 }
 
 // Membership is this agent's view of the mesh, kept by Serf.
@@ -130,13 +144,50 @@ type seenStatus struct {
 	since  time.Time
 }
 
-// StartMembership creates the Serf instance (it starts listening at once).
-func StartMembership(cfg MembershipConfig) (*Membership, error) {
+// Start creates the Serf instance (it starts listening at once).
+func Start(cfg Config) (*Membership, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	tags, err := cfg.Tags.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	sc, err := serfConfig(cfg, tags)
+	if err != nil {
+		return nil, err
+	}
+	acks := &heldAcks{}
+	sc.MemberlistConfig.Ping = acks
+	own, err := setTransport(cfg, sc.MemberlistConfig)
+	if err != nil {
+		return nil, err
+	}
+	events := make(chan serf.Event, 256)
+	sc.EventCh = events
+	s, err := serf.Create(sc)
+	if err != nil {
+		if own != nil {
+			own.Shutdown()
+		}
+		return nil, fmt.Errorf("membership: start serf on %s: %w", cfg.Bind, err)
+	}
+	m := newMembership(cfg, s, sc.MemberlistConfig, tags, events)
+	acks.m.Store(m)
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.wg.Add(2)
+	go m.loop(ctx)
+	go m.reconnectLoop(ctx)
+	return m, nil
+}
+
+func (cfg *Config) setDefaults() error {
 	if cfg.NodeName == "" {
-		return nil, errors.New("membership: node name is empty")
+		return errors.New("membership: node name is empty")
 	}
 	if len(cfg.Keys) == 0 && !cfg.Insecure {
-		return nil, ErrNoGossipKey
+		return ErrNoGossipKey
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -147,10 +198,12 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.HoldFor <= 0 {
 		cfg.HoldFor = 10 * time.Minute
 	}
-	tags, err := cfg.Tags.Encode()
-	if err != nil {
-		return nil, fmt.Errorf("membership: %w", err)
-	}
+	return nil
+}
+
+// serfConfig is Serf's and memberlist's configuration for cfg, with the
+// initial tags, but no transport yet.
+func serfConfig(cfg Config, tags map[string]string) (*serf.Config, error) {
 	sc := serf.DefaultConfig()
 	sc.NodeName = cfg.NodeName
 	sc.Tags = tags
@@ -162,71 +215,28 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	sc.DisableCoordinates = true
 	switch cfg.Profile {
 	case "", "lan":
-		sc.MemberlistConfig = memberlist.DefaultLANConfig()
+		sc.MemberlistConfig = lanConfig()
 	case "local":
 		sc.MemberlistConfig = memberlist.DefaultLocalConfig()
+		sc.MemberlistConfig.PushPullInterval = 5 * time.Second
 		sc.ReapInterval = time.Second
 		sc.ReconnectInterval = 2 * time.Second
-	case "crowded":
-		// Hundreds of agents in one process on a few cores (simulations):
-		// LAN gossip, but a probe may wait seconds for the scheduler, so
-		// failure detection is slowed to match instead of flapping.
-		sc.MemberlistConfig = memberlist.DefaultLANConfig()
-		sc.MemberlistConfig.ProbeInterval = 3 * time.Second
-		sc.MemberlistConfig.ProbeTimeout = 3 * time.Second
-		sc.MemberlistConfig.SuspicionMult = 6
 	default:
-		return nil, fmt.Errorf("membership: profile %q: want lan, local or crowded", cfg.Profile)
+		return nil, fmt.Errorf("membership: profile %q: want lan or local", cfg.Profile)
 	}
 	mc := sc.MemberlistConfig
 	mc.Name = cfg.NodeName
-	acks := &heldAcks{}
-	mc.Ping = acks
+	cfg.Timings.apply(mc)
 	// Tag changes (a lease, a key) are rare and must reach every member:
 	// retransmit each broadcast more than memberlist's default before
 	// push-pull anti-entropy (tens of seconds in a big mesh) repairs a miss.
 	mc.RetransmitMult = 6
-	// Gossip rounds 400 ms apart to 8 members: an idle round sends
-	// nothing, but it is a wakeup of every agent, and at LAN's 200 ms (to
-	// 3) or the 100 ms (to 4) weft used before, the rounds were the largest
-	// share of an idle agent's wakeups (each ~0.15 ms of CPU on the
-	// benchmark machine). A change still reaches a 25-member mesh in two
-	// or three rounds, as fast as before: each round reaches more members,
-	// and a broadcast is sent as many times in all (its retransmit limit).
-	// Crowded: 100 ms to 4. In a 200-member churn, memberlist's own
-	// messages (tag updates) filled every packet at LAN's 200 ms to 3
-	// members, and Serf's queries (the failed-member notices), which get
-	// what room is left, starved for minutes.
-	switch cfg.Profile {
-	case "", "lan":
-		mc.GossipInterval = 400 * time.Millisecond
-		mc.GossipNodes = 8
-	case "crowded":
-		mc.GossipInterval = 100 * time.Millisecond
-		mc.GossipNodes = 4
-	}
-	if k := time.Duration(cfg.stretch); cfg.Profile == "crowded" && k > 1 {
-		mc.GossipInterval *= k
-		mc.ProbeInterval *= k
-		mc.ProbeTimeout *= k
-	}
 	// memberlist compresses every gossip packet with LZW by default, which
 	// allocates a fresh 16 KiB table per packet: a quarter of the CPU of a
 	// 100-agent simulation converging, in a profile, for packets of a few
 	// hundred bytes.
 	mc.EnableCompression = false
-	if cfg.Profile == "local" {
-		mc.PushPullInterval = 5 * time.Second
-	}
-	if cfg.Bind.IsValid() {
-		mc.BindAddr = cfg.Bind.Addr().String()
-		mc.BindPort = int(cfg.Bind.Port())
-		mc.AdvertisePort = int(cfg.Bind.Port())
-	}
-	if cfg.Advertise.IsValid() {
-		mc.AdvertiseAddr = cfg.Advertise.Addr().String()
-		mc.AdvertisePort = int(cfg.Advertise.Port())
-	}
+	setAddresses(cfg, mc)
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 		if err != nil {
@@ -236,40 +246,87 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
-	lw := &logWriter{l: cfg.Logger.With("component", "serf")}
-	sc.Logger = log.New(lw, "", 0)
+	sc.Logger = log.New(&logWriter{l: cfg.Logger.With("component", "serf")}, "", 0)
 	mc.Logger = sc.Logger
-	var own *gossipTransport
+	return sc, nil
+}
+
+// lanConfig is memberlist's LAN configuration with weft's gossip rounds:
+// 400 ms apart to 8 members. An idle round sends nothing, but it is a
+// wakeup of every agent, and at LAN's 200 ms (to 3) or the 100 ms (to 4)
+// weft used before, the rounds were the largest share of an idle agent's
+// wakeups (each ~0.15 ms of CPU on the benchmark machine). A change still
+// reaches a 25-member mesh in two or three rounds, as fast as before: each
+// round reaches more members, and a broadcast is sent as many times in all
+// (its retransmit limit).
+func lanConfig() *memberlist.Config {
+	mc := memberlist.DefaultLANConfig()
+	mc.GossipInterval = 400 * time.Millisecond
+	mc.GossipNodes = 8
+	return mc
+}
+
+// apply sets the timings of t that are set on mc.
+func (t Timings) apply(mc *memberlist.Config) {
+	if t.GossipInterval > 0 {
+		mc.GossipInterval = t.GossipInterval
+	}
+	if t.GossipNodes > 0 {
+		mc.GossipNodes = t.GossipNodes
+	}
+	if t.ProbeInterval > 0 {
+		mc.ProbeInterval = t.ProbeInterval
+	}
+	if t.ProbeTimeout > 0 {
+		mc.ProbeTimeout = t.ProbeTimeout
+	}
+	if t.SuspicionMult > 0 {
+		mc.SuspicionMult = t.SuspicionMult
+	}
+}
+
+// setAddresses sets the bind and advertised gossip addresses of cfg on mc.
+func setAddresses(cfg Config, mc *memberlist.Config) {
+	if cfg.Bind.IsValid() {
+		mc.BindAddr = cfg.Bind.Addr().String()
+		mc.BindPort = int(cfg.Bind.Port())
+		mc.AdvertisePort = int(cfg.Bind.Port())
+	}
+	if cfg.Advertise.IsValid() {
+		mc.AdvertiseAddr = cfg.Advertise.Addr().String()
+		mc.AdvertisePort = int(cfg.Advertise.Port())
+	}
+}
+
+// setTransport gives mc cfg's transport, or opens weft's own on the bind
+// address (returned, for the caller to shut down should Serf not start).
+func setTransport(cfg Config, mc *memberlist.Config) (*Transport, error) {
 	if cfg.Transport != nil {
 		mc.Transport = cfg.Transport
-	} else {
-		bind := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(mc.BindPort))
-		if cfg.Bind.IsValid() {
-			bind = cfg.Bind
-		}
-		if own, err = newGossipTransport(bind, sc.Logger); err != nil {
-			return nil, fmt.Errorf("membership: %w", err)
-		}
-		if mc.BindPort == 0 {
-			mc.BindPort = own.Port()
-			if mc.AdvertisePort == 0 {
-				mc.AdvertisePort = own.Port()
-			}
-		}
-		mc.Transport = own
+		return nil, nil
 	}
-	events := make(chan serf.Event, 256)
-	sc.EventCh = events
-
-	s, err := serf.Create(sc)
+	bind := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(mc.BindPort))
+	if cfg.Bind.IsValid() {
+		bind = cfg.Bind
+	}
+	own, err := NewTransport(bind, mc.Logger)
 	if err != nil {
-		if own != nil {
-			own.Shutdown()
-		}
-		return nil, fmt.Errorf("membership: start serf on %s: %w", cfg.Bind, err)
+		return nil, fmt.Errorf("membership: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &Membership{
+	if mc.BindPort == 0 {
+		mc.BindPort = own.Port()
+		if mc.AdvertisePort == 0 {
+			mc.AdvertisePort = own.Port()
+		}
+	}
+	mc.Transport = own
+	return own, nil
+}
+
+// newMembership is the Membership of a created Serf instance, before its
+// loops run.
+func newMembership(cfg Config, s *serf.Serf, mc *memberlist.Config, tags map[string]string, events chan serf.Event) *Membership {
+	return &Membership{
 		want:    tags,
 		self:    cfg.NodeName,
 		serf:    s,
@@ -283,18 +340,12 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		learned: map[string]learnedMember{},
 		decoded: map[string]decodedTags{},
 		holdFor: cfg.HoldFor,
-		cancel:  cancel,
 
 		heard:      make(chan struct{}),
 		heldWait:   2*mc.ProbeInterval + mc.ProbeTimeout,
-		ignoreAcks: cfg.ignoreAcks,
+		ignoreAcks: cfg.IgnoreAcks,
 		onProbe:    cfg.OnProbe,
 	}
-	acks.m.Store(m)
-	m.wg.Add(2)
-	go m.loop(ctx)
-	go m.reconnectLoop(ctx)
-	return m, nil
 }
 
 // loop drains Serf's events; every member event marks the view changed.
@@ -424,7 +475,13 @@ func (m *Membership) SetTags(t plan.Tags) error {
 // announceWant hands memberlist the tags set last (SetTags). Each
 // announcement takes the latest tags, so the last to run announces what was
 // set last, and one that finds them announced already does nothing.
-func (m *Membership) announceWant() { m.announceIf(false, "") }
+func (m *Membership) announceWant() {
+	m.announce.Lock()
+	defer m.announce.Unlock()
+	if want, stale := m.advertisedStale(); stale {
+		m.sendTags(want)
+	}
+}
 
 // checkAdvertised announces our tags again when memberlist advertises
 // others. memberlist (v0.7.0) can drop a tag update for good: UpdateNode
@@ -442,37 +499,58 @@ func (m *Membership) announceWant() { m.announceIf(false, "") }
 // periodic re-announcement makes the whole mesh gossip and reconcile.
 //
 // again announces even when memberlist advertises what we want (the first
-// check after a change, see loop).
+// check after a change, see loop). It reports whether it announced.
 func (m *Membership) checkAdvertised(again bool) bool {
-	return m.announceIf(again, "memberlist advertises old tags for us; announcing again")
-}
-
-// announceIf announces the tags set last if memberlist advertises others
-// for us (logging stale, if set), or in any case with again, and reports
-// whether it did. Announcements take turns (m.announce).
-func (m *Membership) announceIf(again bool, stale string) bool {
 	m.announce.Lock()
 	defer m.announce.Unlock()
-	m.mu.Lock()
-	want := m.want
-	m.mu.Unlock()
-	if maps.Equal(m.serf.LocalMember().Tags, want) {
-		if !again {
-			return false
-		}
-	} else if stale != "" {
-		m.log.Info(stale)
+	want, stale := m.advertisedStale()
+	if stale {
+		m.log.Info("memberlist advertises old tags for us; announcing again")
+	} else if !again {
+		return false
 	}
-	if err := m.serf.SetTags(want); err != nil {
-		// Serf has taken the tags and gossip carries them on when only the
-		// wait for the broadcast ran out (a busy node): not a failure.
-		if strings.Contains(err.Error(), "timeout waiting for update broadcast") {
-			m.log.Info("tag update not yet spread; gossip carries it on", "err", err)
-		} else {
-			m.log.Warn("announcing tags failed", "err", err)
-		}
-	}
+	m.sendTags(want)
 	return true
+}
+
+// advertisedStale returns the tags set last and whether memberlist
+// advertises others for us. The caller holds m.announce, so that
+// announcements take turns.
+func (m *Membership) advertisedStale() (want map[string]string, stale bool) {
+	m.mu.Lock()
+	want = m.want
+	m.mu.Unlock()
+	return want, !maps.Equal(m.serf.LocalMember().Tags, want)
+}
+
+// errBroadcastPending is Serf's SetTags running out of time to see the
+// update broadcast (Serf's BroadcastTimeout, on a busy node): Serf and
+// memberlist have taken the tags, and gossip carries them on.
+var errBroadcastPending = errors.New("tag update taken; its broadcast is not confirmed yet")
+
+// sendTags hands want to Serf, which broadcasts it, and logs the outcome.
+func (m *Membership) sendTags(want map[string]string) {
+	err := m.setSerfTags(want)
+	switch {
+	case err == nil:
+	case errors.Is(err, errBroadcastPending):
+		m.log.Info("tag update not yet spread; gossip carries it on", "err", err)
+	default:
+		m.log.Warn("announcing tags failed", "err", err)
+	}
+}
+
+// setSerfTags is Serf's SetTags with its one failure after the update was
+// taken told apart as errBroadcastPending. Serf refuses, before taking
+// them, tags that encode to more than memberlist.MetaMaxSize bytes
+// (plan.Tags.Encode refuses those already); past that check the only
+// error left is memberlist's UpdateNode timing out on the broadcast.
+func (m *Membership) setSerfTags(want map[string]string) error {
+	err := m.serf.SetTags(want)
+	if err == nil || plan.TagsSize(want) > memberlist.MetaMaxSize {
+		return err
+	}
+	return fmt.Errorf("%w: %v", errBroadcastPending, err)
 }
 
 // selfCheck is how often checkAdvertised runs (jittered), and

@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ import (
 
 func startTestMember(t *testing.T, name string, key []byte, tags plan.Tags) *Membership {
 	t.Helper()
-	m, err := StartMembership(MembershipConfig{
+	m, err := Start(Config{
 		NodeName: name,
 		Bind:     netip.MustParseAddrPort("127.0.0.1:0"),
 		Keys:     [][]byte{key},
@@ -90,25 +90,25 @@ func TestLostTagUpdateIsAnnouncedAgain(t *testing.T) {
 // its UDP packets of at least dropFrom bytes (those that carry a
 // broadcast; pings and acks are smaller), and every TCP dial (push-pull).
 type lossyTransport struct {
-	*gossipTransport
+	*Transport
 	dropFrom atomic.Int64 // 0: drop nothing
 	noDial   atomic.Bool
 }
 
 func newLossyTransport(t *testing.T) *lossyTransport {
 	t.Helper()
-	gt, err := newGossipTransport(netip.MustParseAddrPort("127.0.0.1:0"), log.New(io.Discard, "", 0))
+	gt, err := NewTransport(netip.MustParseAddrPort("127.0.0.1:0"), log.New(io.Discard, "", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &lossyTransport{gossipTransport: gt}
+	return &lossyTransport{Transport: gt}
 }
 
 func (l *lossyTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	if n := l.dropFrom.Load(); n > 0 && int64(len(b)) >= n {
 		return time.Now(), nil
 	}
-	return l.gossipTransport.WriteToAddress(b, a)
+	return l.Transport.WriteToAddress(b, a)
 }
 
 func (l *lossyTransport) WriteTo(b []byte, addr string) (time.Time, error) {
@@ -119,7 +119,7 @@ func (l *lossyTransport) DialAddressTimeout(a memberlist.Address, d time.Duratio
 	if l.noDial.Load() {
 		return nil, errors.New("dial cut by the test")
 	}
-	return l.gossipTransport.DialAddressTimeout(a, d)
+	return l.Transport.DialAddressTimeout(a, d)
 }
 
 func (l *lossyTransport) DialTimeout(addr string, d time.Duration) (net.Conn, error) {
@@ -141,7 +141,7 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func(name string, tags plan.Tags, tr *lossyTransport) *Membership {
-		m, err := StartMembership(MembershipConfig{
+		m, err := Start(Config{
 			NodeName: name, Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{key},
 			Profile: "local", Tags: tags, Transport: tr,
 		})

@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"encoding/json"
@@ -63,10 +63,10 @@ type learnedMember struct {
 }
 
 // learnedFor is how long a learned member is kept after the last notice
-// about it. Notices repeat (noticeEvery) while a newcomer claims a held
+// about it. Notices repeat (NoticeEvery) while a newcomer claims a held
 // block; a short memory lets a notice that was wrong (its sender had missed
 // the member's leave and thought it failed) fade once nobody repeats it.
-const learnedFor = 2*noticeEvery + 10*time.Second
+const learnedFor = 2*NoticeEvery + 10*time.Second
 
 // TellFailed tells member `to` about the failed members in held (all the
 // sender knows within their TTL, so that a newcomer does not stumble from
@@ -190,7 +190,7 @@ func (m *Membership) learn(held []heldLease) []string {
 // every probe after that refreshes what it learned. Notices (failedQuery)
 // still repair a claim that raced the first ack. Serf's network
 // coordinates used the same payload; weft never reads them and turns them
-// off (StartMembership), which also saves their per-probe cost.
+// off (Start), which also saves their per-probe cost.
 //
 // Only first-hand failures go into an ack: learned members passed from
 // newcomer to newcomer would outlive the notices of a sender that was
@@ -344,6 +344,6 @@ func (m *Membership) learnedMembers(present map[string]bool, now time.Time) []pl
 	return out
 }
 
-// noticeEvery is how often a newcomer that still claims a held block is
+// NoticeEvery is how often a newcomer that still claims a held block is
 // told again.
-const noticeEvery = 30 * time.Second
+const NoticeEvery = 30 * time.Second
