@@ -59,3 +59,22 @@ func (m *Membership) SetKeyring(keys [][]byte) (bool, error) {
 	}
 	return changed, nil
 }
+
+// RotateGossipKey installs key on every member, makes it the primary, and
+// removes old: Serf's install -> use -> remove, each step cluster-wide.
+func (m *Membership) RotateGossipKey(key, old []byte) error {
+	km := m.serf.KeyManager()
+	enc := encodeKey(key)
+	if _, err := km.InstallKey(enc); err != nil {
+		return fmt.Errorf("gossip key rotation: install: %w", err)
+	}
+	if _, err := km.UseKey(enc); err != nil {
+		return fmt.Errorf("gossip key rotation: use: %w", err)
+	}
+	if old != nil {
+		if _, err := km.RemoveKey(encodeKey(old)); err != nil {
+			return fmt.Errorf("gossip key rotation: remove old: %w", err)
+		}
+	}
+	return nil
+}
