@@ -12,6 +12,16 @@ import (
 	"github.com/weftnet/weft/agent/plan"
 )
 
+// selfCheck is how often checkAdvertised runs (jittered), and
+// selfCheckAfterSet how soon after SetTags: a lost update is found within
+// seconds of the change that races.
+const (
+	selfCheck         = 15 * time.Second
+	selfCheckAfterSet = 2 * time.Second
+)
+
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
+
 // SetTags sets new tags and announces them in the background: Members
 // shows them for this member at once. Serf's SetTags returns only once
 // memberlist has sent the update its last time (a few gossip rounds; up to
@@ -119,13 +129,3 @@ func (m *Membership) setSerfTags(want map[string]string) error {
 	}
 	return fmt.Errorf("%w: %v", errBroadcastPending, err)
 }
-
-// selfCheck is how often checkAdvertised runs (jittered), and
-// selfCheckAfterSet how soon after SetTags: a lost update is found within
-// seconds of the change that races.
-const (
-	selfCheck         = 15 * time.Second
-	selfCheckAfterSet = 2 * time.Second
-)
-
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
