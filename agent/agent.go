@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/weftnet/weft/agent/membership"
+	"github.com/weftnet/weft/agent/plan"
 	prom "github.com/weftnet/weft/internal/metrics"
 	"github.com/weftnet/weft/tunnel"
 )
@@ -39,16 +41,23 @@ type Config struct {
 	GossipKeys     [][]byte
 	InsecureGossip bool
 	// GossipKeySource, when set, is read every GossipKeyReload (30 s) and
-	// the local keyring made to match it (keyring.go): how an operator
+	// the local keyring made to match it (membership.SetKeyring): how an operator
 	// rotates the gossip key by editing the key file or Secret.
 	GossipKeySource func() ([][]byte, error)
 	GossipKeyReload time.Duration
-	// GossipProfile is "lan" (default), or "local" / "crowded" for tests
-	// (MembershipConfig.Profile).
+	// GossipProfile is "lan" (default), or "local" for single-machine
+	// labs and tests (membership.Config.Profile).
 	GossipProfile string
+	// GossipTimings replaces the profile's memberlist timings where set
+	// (simulations of hundreds of agents on a few cores).
+	GossipTimings membership.Timings
+	// PaceMembers, if set, spaces reconcile passes by the size of the mesh
+	// as well as by their own duration (pacer): for simulations, where
+	// every agent's passes share the same cores.
+	PaceMembers int
 	// Pool is the cluster range, block size and lease TTL
 	// (100.64.0.0/16, /24, 10 min).
-	Pool LeaseConfig
+	Pool plan.LeaseConfig
 	// SidecarRange is the range sidecars lease single addresses from
 	// (100.127.0.0/16), by the same rules and TTL as Pool's blocks. Every
 	// member must agree on it, as on Pool; it must not overlap Pool.
@@ -103,6 +112,7 @@ type Config struct {
 	Now func() time.Time
 }
 
+// setDefaults fills in the zero fields and checks the configuration.
 func (c *Config) setDefaults() error {
 	if c.NodeName == "" {
 		h, err := os.Hostname()
@@ -114,6 +124,21 @@ func (c *Config) setDefaults() error {
 	if !c.Bind.IsValid() {
 		c.Bind = netip.MustParseAddrPort("0.0.0.0:7946")
 	}
+	if err := c.setPools(); err != nil {
+		return err
+	}
+	if err := c.setTunnel(); err != nil {
+		return err
+	}
+	c.setRuntime()
+	if len(c.GossipKeys) == 0 && !c.InsecureGossip {
+		return membership.ErrNoGossipKey
+	}
+	return nil
+}
+
+// setPools fills in and checks the cluster and sidecar ranges.
+func (c *Config) setPools() error {
 	if !c.Pool.Range.IsValid() {
 		c.Pool.Range = netip.MustParsePrefix(DefaultClusterRange)
 	}
@@ -135,6 +160,11 @@ func (c *Config) setDefaults() error {
 	if c.SidecarRange.Overlaps(c.Pool.Range) {
 		return fmt.Errorf("agent: sidecar range %s overlaps the cluster range %s", c.SidecarRange, c.Pool.Range)
 	}
+	return nil
+}
+
+// setTunnel fills in and checks the WireGuard device's settings.
+func (c *Config) setTunnel() error {
 	if c.Sidecar {
 		// A sidecar has no kernel interface to carry anything else.
 		if c.Mode != "" && c.Mode != tunnel.ModeAuto && c.Mode != tunnel.ModeNetstack {
@@ -160,6 +190,11 @@ func (c *Config) setDefaults() error {
 	if err := tunnel.ValidateMTU(c.MTU); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	return nil
+}
+
+// setRuntime fills in the paths, timers, logger, metrics and clock.
+func (c *Config) setRuntime() {
 	if c.StateDir == "" {
 		c.StateDir = "/var/lib/weft"
 	}
@@ -192,19 +227,15 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if len(c.GossipKeys) == 0 && !c.InsecureGossip {
-		return ErrNoGossipKey
-	}
-	return nil
 }
 
 // sidecarPool is the lease pool of sidecars: single addresses.
-func (c *Config) sidecarPool() LeaseConfig {
-	return LeaseConfig{Range: c.SidecarRange, BlockBits: c.SidecarRange.Addr().BitLen(), TTL: c.Pool.TTL}
+func (c *Config) sidecarPool() plan.LeaseConfig {
+	return plan.LeaseConfig{Range: c.SidecarRange, BlockBits: c.SidecarRange.Addr().BitLen(), TTL: c.Pool.TTL}
 }
 
 // ownPool is the pool this member leases from.
-func (c *Config) ownPool() LeaseConfig {
+func (c *Config) ownPool() plan.LeaseConfig {
 	if c.Sidecar {
 		return c.sidecarPool()
 	}
@@ -219,15 +250,24 @@ type Agent struct {
 
 	mu        sync.Mutex // guards the fields below, read by the API
 	state     State
-	mem       *Membership
+	mem       *membership.Membership
 	dev       tunnel.Device
 	routes    *hostRoutes
-	tags      Tags
+	tags      plan.Tags
 	last      snapshot
 	ready     bool
-	readyCh   chan struct{} // closed once ready
-	conflicts []Conflict    // conflicts this agent lost, most recent last
+	readyCh   chan struct{}   // closed once ready
+	conflicts []plan.Conflict // conflicts this agent lost, most recent last
 
+	repair leaseRepair
+	hold   initiationHold
+	rejoin rejoinState
+	bg     sync.WaitGroup // rejoinKept's tries
+	hooks  testHooks
+}
+
+// leaseRepair is what the passes remember between them to repair leases.
+type leaseRepair struct {
 	// warned remembers which invalid members were logged, once each.
 	warned map[string]string
 	// told remembers failed-member notices sent (tellNewcomers), by
@@ -240,28 +280,34 @@ type Agent struct {
 	// avoid holds the blocks this node lost conflicts for, with when
 	// (withAvoided).
 	avoid map[netip.Prefix]time.Time
-	// peerSince is when each current peer was first wanted, and
-	// initiateAt when the next held-back handshake is due
-	// (holdInitiations).
-	peerSince  map[tunnel.Key]time.Time
-	initiateAt time.Time
-	// rejoin are the gossip addresses kept for the next start (rejoin.go),
-	// last written at rejoinSaved; rejoining is set while rejoinKept tries
-	// them, in bg.
-	rejoin      []string
-	rejoinSaved time.Time
-	rejoining   atomic.Bool
-	bg          sync.WaitGroup
+}
 
+// initiationHold orders the first handshakes with new peers
+// (plan.HoldInitiations): since is when each current peer was first
+// wanted, and at when the next held-back handshake is due.
+type initiationHold struct {
+	since map[tunnel.Key]time.Time
+	at    time.Time
+}
+
+// rejoinState are the gossip addresses kept for the next start (rejoin.go),
+// last written at saved; running is set while rejoinKept tries them.
+type rejoinState struct {
+	addrs   []string
+	saved   time.Time
+	running atomic.Bool
+}
+
+// testHooks are what this package's tests set; all are off in the agent
+// that New returns.
+type testHooks struct {
 	// noDevice runs membership and leases only: the many-agent simulations
 	// in this package's tests, which would not fit 200 WireGuard devices.
 	noDevice bool
 	// noHeldAcks neither waits for nor learns from probe acks (tests of
 	// the notices, which repair what acks missed).
 	noHeldAcks bool
-	// stretch slows a crowded simulation's gossip (MembershipConfig.stretch).
-	stretch int
-	// apiIdle replaces apiIdleTimeout (tests).
+	// apiIdle replaces apiIdleTimeout.
 	apiIdle time.Duration
 	// transport replaces memberlist's network (partition tests).
 	transport memberlist.Transport
@@ -274,9 +320,9 @@ type Agent struct {
 // snapshot is the outcome of the last reconcile, for the API.
 type snapshot struct {
 	at      time.Time
-	members []Member
-	leases  Leases
-	desired DesiredState
+	members []plan.Member
+	leases  plan.Leases
+	desired plan.DesiredState
 	err     error
 	// expiry is firstExpiry of members after at (Agent.nextExpiry).
 	expiry time.Time
@@ -287,7 +333,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), warned: map[string]string{}, told: map[string]time.Time{}, doubts: map[string]time.Time{}, avoid: map[netip.Prefix]time.Time{}, peerSince: map[tunnel.Key]time.Time{}, readyCh: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), repair: leaseRepair{warned: map[string]string{}, told: map[string]time.Time{}, doubts: map[string]time.Time{}, avoid: map[netip.Prefix]time.Time{}}, hold: initiationHold{since: map[tunnel.Key]time.Time{}}, readyCh: make(chan struct{})}
 	a.metrics = newMetrics(cfg.Registry, a)
 	return a, nil
 }
@@ -320,11 +366,11 @@ func (a *Agent) Address() netip.Addr {
 	if !a.state.Block.IsValid() {
 		return netip.Addr{}
 	}
-	return NodeAddress(a.state.Block)
+	return plan.NodeAddress(a.state.Block)
 }
 
 // Members is the agent's current view of the mesh.
-func (a *Agent) Members() []Member {
+func (a *Agent) Members() []plan.Member {
 	a.mu.Lock()
 	mem := a.mem
 	a.mu.Unlock()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -14,82 +13,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/tunnel"
 )
 
-// Report is what the local API's GET /v1/status returns: the node, every
-// member with its lease and, where it is a peer, the WireGuard counters.
-type Report struct {
-	Self          SelfReport       `json:"self"`
-	Members       []MemberReport   `json:"members"`
-	Conflicts     []ConflictReport `json:"conflicts"`
-	Ready         bool             `json:"ready"`
-	LastReconcile time.Time        `json:"last_reconcile"`
-	LastError     string           `json:"last_error,omitempty"`
-}
-
-// SelfReport describes this node.
-type SelfReport struct {
-	Name            string `json:"name"`
-	Mode            string `json:"mode"`
-	Interface       string `json:"interface"`
-	PublicKey       string `json:"public_key"`
-	Fingerprint     string `json:"fingerprint"`
-	Endpoint        string `json:"endpoint,omitempty"`
-	Block           string `json:"block,omitempty"`
-	Address         string `json:"address,omitempty"`
-	MTU             int    `json:"mtu"`
-	GossipEncrypted bool   `json:"gossip_encrypted"`
-}
-
-// MemberReport is one member as this node sees it.
-type MemberReport struct {
-	Name      string      `json:"name"`
-	State     string      `json:"state"`
-	Since     time.Time   `json:"since"`
-	Mode      string      `json:"mode,omitempty"`
-	Endpoint  string      `json:"endpoint,omitempty"`
-	Block     string      `json:"block,omitempty"`
-	OwnsBlock bool        `json:"owns_block"`
-	PublicKey string      `json:"public_key,omitempty"`
-	TagsError string      `json:"tags_error,omitempty"`
-	Peer      *PeerReport `json:"peer,omitempty"`
-}
-
-// PeerReport is the WireGuard side of a member that is a peer.
-type PeerReport struct {
-	Endpoint      string    `json:"endpoint,omitempty"`
-	LastHandshake time.Time `json:"last_handshake,omitzero"`
-	RxBytes       int64     `json:"rx_bytes"`
-	TxBytes       int64     `json:"tx_bytes"`
-}
-
-// ConflictReport is a lease conflict this node lost.
-type ConflictReport struct {
-	Block  string `json:"block"`
-	Winner string `json:"winner"`
-	Loser  string `json:"loser"`
-}
-
-// Lease is GET /v1/lease: what the CNI plugin needs to address pods.
-type Lease struct {
-	Block   string `json:"block"`
-	Gateway string `json:"node_address"`
-	MTU     int    `json:"mtu"`
-	// Ready is false while the agent has no device, no lease, or is
-	// re-leasing after a conflict.
-	Ready  bool   `json:"ready"`
-	Reason string `json:"reason,omitempty"`
-}
-
 // Report builds the current status report.
-func (a *Agent) Report() Report {
+func (a *Agent) Report() api.Report {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := Report{
+	st := api.Report{
 		Ready:         a.ready,
 		LastReconcile: a.last.at,
-		Self: SelfReport{
+		Self: api.SelfReport{
 			Name: a.cfg.NodeName, Mode: a.tags.Mode, Interface: a.cfg.Interface,
 			PublicKey: a.tags.PublicKey.String(), Fingerprint: tunnel.Fingerprint(a.tags.PublicKey),
 			MTU: a.cfg.MTU,
@@ -103,7 +39,7 @@ func (a *Agent) Report() Report {
 	}
 	if a.tags.Block.IsValid() {
 		st.Self.Block = a.tags.Block.String()
-		st.Self.Address = NodeAddress(a.tags.Block).String()
+		st.Self.Address = plan.NodeAddress(a.tags.Block).String()
 	}
 	if a.last.err != nil {
 		st.LastError = a.last.err.Error()
@@ -118,7 +54,7 @@ func (a *Agent) Report() Report {
 		}
 	}
 	for _, m := range a.last.members {
-		ms := MemberReport{Name: m.Name, State: m.Status.String(), Since: m.Since}
+		ms := api.MemberReport{Name: m.Name, State: m.Status.String(), Since: m.Since}
 		if m.TagsErr != nil {
 			ms.TagsError = m.TagsErr.Error()
 		} else {
@@ -133,7 +69,7 @@ func (a *Agent) Report() Report {
 				ms.OwnsBlock = ok && owner == m.Name
 			}
 			if p, ok := peers[m.Tags.PublicKey]; ok && m.Name != a.cfg.NodeName {
-				ps := &PeerReport{LastHandshake: p.LastHandshake, RxBytes: p.RxBytes, TxBytes: p.TxBytes}
+				ps := &api.PeerReport{LastHandshake: p.LastHandshake, RxBytes: p.RxBytes, TxBytes: p.TxBytes}
 				if p.Endpoint.IsValid() {
 					ps.Endpoint = p.Endpoint.String()
 				}
@@ -143,19 +79,19 @@ func (a *Agent) Report() Report {
 		st.Members = append(st.Members, ms)
 	}
 	for _, c := range a.conflicts {
-		st.Conflicts = append(st.Conflicts, ConflictReport{Block: c.Block.String(), Winner: c.Winner, Loser: c.Loser})
+		st.Conflicts = append(st.Conflicts, api.ConflictReport{Block: c.Block.String(), Winner: c.Winner, Loser: c.Loser})
 	}
 	return st
 }
 
 // Lease reports the node's lease for the CNI plugin.
-func (a *Agent) Lease() Lease {
+func (a *Agent) Lease() api.Lease {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	l := Lease{MTU: a.cfg.MTU}
+	l := api.Lease{MTU: a.cfg.MTU}
 	if a.tags.Block.IsValid() {
 		l.Block = a.tags.Block.String()
-		l.Gateway = NodeAddress(a.tags.Block).String()
+		l.NodeAddress = plan.NodeAddress(a.tags.Block).String()
 	}
 	switch {
 	case !a.ready:
@@ -263,8 +199,8 @@ const apiIdleTimeout = time.Minute
 
 func (a *Agent) httpServer(debug bool) *http.Server {
 	idle := apiIdleTimeout
-	if a.apiIdle > 0 {
-		idle = a.apiIdle
+	if a.hooks.apiIdle > 0 {
+		idle = a.hooks.apiIdle
 	}
 	return &http.Server{Handler: a.handler(debug), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idle}
 }
@@ -276,74 +212,4 @@ func (s *apiServer) start(srv *http.Server, l net.Listener) {
 		defer s.wg.Done()
 		srv.Serve(l)
 	}()
-}
-
-// Client talks to an agent's local API.
-type Client struct {
-	Socket string
-	HTTP   *http.Client
-}
-
-// NewClient returns a client for the socket with a short timeout. Each
-// request has a connection of its own, closed after the reply: a local
-// socket costs nothing to dial, and a kept-alive connection of a client
-// that is dropped (a CLI, a poller making a client per call) would stay
-// open in the agent until its idle timeout.
-func NewClient(socket string) *Client {
-	return &Client{Socket: socket, HTTP: &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", socket)
-			},
-			DisableKeepAlives: true,
-		},
-	}}
-}
-
-// Get fetches path from the agent's API and returns the body of a 200
-// reply: the JSON documents, /metrics, or Go's profiles under
-// /debug/pprof/ (a CPU profile takes its seconds; set HTTP.Timeout to 0).
-func (c *Client) Get(ctx context.Context, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("agent at %s: %w", c.Socket, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent at %s: %s", c.Socket, resp.Status)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("agent at %s: %w", c.Socket, err)
-	}
-	return b, nil
-}
-
-func (c *Client) get(ctx context.Context, path string, v any) error {
-	b, err := c.Get(ctx, path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("agent at %s: bad reply: %w", c.Socket, err)
-	}
-	return nil
-}
-
-// Status fetches GET /v1/status.
-func (c *Client) Status(ctx context.Context) (Report, error) {
-	var s Report
-	return s, c.get(ctx, "/v1/status", &s)
-}
-
-// Lease fetches GET /v1/lease.
-func (c *Client) Lease(ctx context.Context) (Lease, error) {
-	var l Lease
-	return l, c.get(ctx, "/v1/lease", &l)
 }

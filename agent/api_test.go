@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // servingConns counts the connections this process's HTTP servers hold.
@@ -29,7 +32,7 @@ func servingConns() int {
 // alive connection left idle. Before, every poll through a new Client left
 // a connection, its goroutine and buffers in the agent for good.
 func TestAPIConnectionsDoNotPile(t *testing.T) {
-	s := newSim(t, LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: time.Minute})
+	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: time.Minute})
 	s.profile = "local"
 	a1 := s.start("a1", 0, false) // the default idle timeout: a minute
 	s.apiIdle = 300 * time.Millisecond
@@ -55,7 +58,7 @@ func TestAPIConnectionsDoNotPile(t *testing.T) {
 	waitConns(0, 5*time.Second, "no connection before the test")
 
 	for i := 0; i < 40; i++ {
-		if _, err := NewClient(a1.cfg.SocketPath).Status(ctx); err != nil {
+		if _, err := api.NewClient(a1.cfg.SocketPath).Status(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,7 +66,7 @@ func TestAPIConnectionsDoNotPile(t *testing.T) {
 	waitConns(0, 5*time.Second, "40 clients' connections closed")
 
 	// A client that keeps its connection alive (http.Transport's default).
-	keep := NewClient(a2.cfg.SocketPath).HTTP
+	keep := api.NewClient(a2.cfg.SocketPath).HTTP
 	keep.Transport.(*http.Transport).DisableKeepAlives = false
 	defer keep.CloseIdleConnections()
 	resp, err := keep.Get("http://agent/v1/lease")

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -18,7 +19,7 @@ import (
 // version or out of the cluster range are listed but ignored, counted in a
 // metric, and never become a peer, a route or a lease holder.
 func TestInvalidTagsIgnored(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
 	s := newSim(t, pool)
 	good := s.start("good", 0, false)
 	kk, _ := tunnel.GeneratePrivateKey()

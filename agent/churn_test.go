@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // fakeClock is a clock the simulation moves forward (lease TTLs) while
@@ -66,12 +68,12 @@ func TestSimulationChurn(t *testing.T) {
 	for (1<<(24-bits))*4 < n*5 {
 		bits--
 	}
-	pool := LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
+	pool := plan.LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
 	blocks := 1 << (24 - bits)
 	s := newSim(t, pool)
 	wait := 3 * time.Minute
 	if n >= 100 {
-		s.profile = "crowded" // LAN probes flap with this many agents on two cores
+		s.crowded = true // LAN probes flap with this many agents on two cores
 		wait = 6 * time.Minute
 	}
 	clock := &fakeClock{}
@@ -104,7 +106,7 @@ func TestSimulationChurn(t *testing.T) {
 	alive := append(append([]string{}, stay...), newcomers...)
 	start = time.Now()
 	// Newcomers learn the held blocks from their first probe's ack before
-	// they claim (failed.go); those that joined before the old members saw
+	// they claim (package membership); those that joined before the old members saw
 	// a failure claim a held block and learn of it from a later ack or a
 	// notice. Measured 54 s to 1m09 (with notices alone, 1m09 to over 8
 	// min).
@@ -112,7 +114,7 @@ func TestSimulationChurn(t *testing.T) {
 	t.Logf("after %d failed, %d left, %d joined: converged in %v", tenth, tenth, len(newcomers), time.Since(start).Round(time.Millisecond))
 	now := s.leases(alive)
 	// A newcomer never sees a member that failed before it joined; the
-	// members that saw the failure tell it (failed.go). settled already
+	// members that saw the failure tell it (package membership). settled already
 	// requires every view to agree on every owner; check the blocks too.
 	held := map[netip.Prefix]string{}
 	for _, name := range failed {
@@ -137,7 +139,7 @@ func TestSimulationChurn(t *testing.T) {
 	waitUntil(t, wait, "every failure detected", func() error {
 		for _, n := range alive {
 			for _, m := range s.all[n].mem.Members() {
-				if slices.Contains(failed, m.Name) && m.Status == StatusAlive {
+				if slices.Contains(failed, m.Name) && m.Status == plan.StatusAlive {
 					return fmt.Errorf("%s still sees %s alive", n, m.Name)
 				}
 			}
@@ -167,7 +169,7 @@ func TestSimulationChurn(t *testing.T) {
 // heals the conflict is detected, the earlier claim keeps the block, the
 // newcomer re-leases, and the conflict shows in its API and metrics.
 func TestPartitionHealResolvesConflict(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute}
 	s := newSim(t, pool)
 	clock := &fakeClock{}
 	s.now = clock.Now
@@ -188,7 +190,7 @@ func TestPartitionHealResolvesConflict(t *testing.T) {
 	waitUntil(t, time.Minute, "side B sees side A failed", func() error {
 		for _, b := range sideB {
 			for _, m := range s.all[b].mem.Members() {
-				if (m.Name == "a1" || m.Name == "a2") && m.Status != StatusFailed {
+				if (m.Name == "a1" || m.Name == "a2") && m.Status != plan.StatusFailed {
 					return fmt.Errorf("%s sees %s %s", b, m.Name, m.Status)
 				}
 			}
@@ -202,7 +204,7 @@ func TestPartitionHealResolvesConflict(t *testing.T) {
 	var newcomer string
 	for i := 0; i < 10000 && newcomer == ""; i++ {
 		name := fmt.Sprintf("b-new-%d", i)
-		if b, err := ClaimBlock(pool, name, view, clock.Now()); err == nil && b == before["a1"] {
+		if b, err := plan.ClaimBlock(pool, name, view, clock.Now()); err == nil && b == before["a1"] {
 			newcomer = name
 		}
 	}

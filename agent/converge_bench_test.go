@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // BenchmarkConvergence starts N agents at once, each a full Agent (Serf
@@ -40,12 +42,12 @@ func convergeOnce(b *testing.B, n int, inMemory bool) time.Duration {
 	for 1<<(24-bits) < 4*n {
 		bits--
 	}
-	pool := LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
+	pool := plan.LeaseConfig{Range: netip.PrefixFrom(netip.MustParseAddr("100.64.0.0"), bits), BlockBits: 24, TTL: 10 * time.Minute}
 	s := newSim(b, pool)
 	if n >= 100 {
-		s.profile = "crowded" // as in TestSimulationChurn
+		s.crowded = true // as in TestSimulationChurn
 		// Beyond 200 agents on two cores, in slow motion: gossip rounds
-		// and probes 5× apart at 1000 (membership.go).
+		// and probes 5× apart at 1000 (crowdedTimings).
 		s.stretch = n / 200
 	}
 	s.resync = 30 * time.Second // the default: no lease TTL to wait out here

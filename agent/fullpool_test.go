@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // A newcomer that takes the block of a member that failed before it
@@ -15,7 +17,7 @@ import (
 // TTL. An agent that starts while every block is held waits instead of
 // exiting, and leases the first block that frees up.
 func TestFullPoolHeldBlockAndWaitingAgent(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: 10 * time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: 10 * time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	clock := &fakeClock{}
@@ -29,7 +31,7 @@ func TestFullPoolHeldBlockAndWaitingAgent(t *testing.T) {
 	s.stop("d") // a crash: no leave
 	waitUntil(t, 30*time.Second, "d seen failed", func() error {
 		for _, m := range s.all["a"].mem.Members() {
-			if m.Name == "d" && m.Status != StatusFailed {
+			if m.Name == "d" && m.Status != plan.StatusFailed {
 				return fmt.Errorf("a sees d %s", m.Status)
 			}
 		}

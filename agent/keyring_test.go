@@ -7,13 +7,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/membership"
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // Issue 4: the gossip keyring rotates install -> use -> remove across live
 // agents: afterwards a member with only the new key joins, one with only
 // the old key cannot.
 func TestGossipKeyRotation(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	names := []string{"a", "b", "c"}
@@ -22,7 +25,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 	waitUntil(t, 20*time.Second, "mesh", func() error { return s.settled(names) })
 	old := s.key
-	newKey, _ := GenerateGossipKey()
+	newKey, _ := membership.GenerateGossipKey()
 	if err := s.all["a"].mem.RotateGossipKey(newKey, old); err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +53,11 @@ func TestGossipKeyRotation(t *testing.T) {
 // use, remove) reach live agents without a restart; afterwards a member
 // with only the new key joins and one with only the old key cannot.
 func TestGossipKeyFileRotation(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	old := s.key
-	newKey, _ := GenerateGossipKey()
+	newKey, _ := membership.GenerateGossipKey()
 	var mu sync.Mutex
 	file := [][]byte{old}
 	s.keySource = func() ([][]byte, error) {
@@ -76,9 +79,12 @@ func TestGossipKeyFileRotation(t *testing.T) {
 	keyringIs := func(primary []byte, n int) func() error {
 		return func() error {
 			for _, name := range names {
-				kr := s.all[name].mem.keyring
-				if !bytes.Equal(kr.GetPrimaryKey(), primary) || len(kr.GetKeys()) != n {
-					return fmt.Errorf("%s: %d keys, primary is new: %v", name, len(kr.GetKeys()), bytes.Equal(kr.GetPrimaryKey(), newKey))
+				keys := s.all[name].mem.Keys() // primary first
+				if len(keys) == 0 {
+					return fmt.Errorf("%s: no keyring", name)
+				}
+				if !bytes.Equal(keys[0], primary) || len(keys) != n {
+					return fmt.Errorf("%s: %d keys, primary is new: %v", name, len(keys), bytes.Equal(keys[0], newKey))
 				}
 			}
 			return nil
@@ -112,7 +118,7 @@ func TestGossipKeyFileRotation(t *testing.T) {
 }
 
 func TestSetKeyringErrors(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	a := s.start("a", 0, false)
@@ -130,7 +136,7 @@ func TestSetKeyringErrors(t *testing.T) {
 	if _, err := a.mem.SetKeyring([][]byte{[]byte("short")}); err == nil {
 		t.Error("a 5-byte key was accepted")
 	}
-	if kr := a.mem.keyring.GetKeys(); len(kr) != 1 || !bytes.Equal(kr[0], s.key) {
+	if kr := a.mem.Keys(); len(kr) != 1 || !bytes.Equal(kr[0], s.key) {
 		t.Errorf("a failed update changed the keyring (%d keys)", len(kr))
 	}
 }

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/internal/harness/gobuild"
 	"github.com/weftnet/weft/internal/netlab"
 )
@@ -60,7 +61,7 @@ func needLab(t testing.TB, nodes int) *netlab.Lab {
 
 func writeGossipKey(t testing.TB) string {
 	t.Helper()
-	k, err := agent.GenerateGossipKey()
+	k, err := membership.GenerateGossipKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +106,10 @@ func (p *agentProc) start() {
 	}
 }
 
-func (p *agentProc) stop(sig syscall.Signal)       { p.Stop(sig) }
-func (p *agentProc) iface() string                 { return p.Interface() }
-func (p *agentProc) status() (agent.Report, error) { return p.Status() }
-func (p *agentProc) metrics() string               { return p.Metrics() }
+func (p *agentProc) stop(sig syscall.Signal)     { p.Stop(sig) }
+func (p *agentProc) iface() string               { return p.Interface() }
+func (p *agentProc) status() (api.Report, error) { return p.Status() }
+func (p *agentProc) metrics() string             { return p.Metrics() }
 
 // eventually polls cond until it returns nil or the timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
@@ -134,7 +135,7 @@ func meshed(p *agentProc, names ...string) error {
 	if !st.Ready {
 		return fmt.Errorf("%s not ready", p.node.Name)
 	}
-	seen := map[string]agent.MemberReport{}
+	seen := map[string]api.MemberReport{}
 	for _, m := range st.Members {
 		seen[m.Name] = m
 	}

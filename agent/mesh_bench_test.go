@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 )
 
 // BenchmarkMesh25 runs 25 real `weft agent` processes, one per lab node
@@ -269,7 +269,7 @@ func memMiB(tb testing.TB, pid int) map[string]float64 {
 	return m
 }
 
-type agentMember = agent.MemberReport
+type agentMember = api.MemberReport
 
 const sigterm = syscall.SIGTERM
 
@@ -312,7 +312,7 @@ func gomaxprocs(p *agentProc) string {
 func saveProfile(tb testing.TB, p *agentProc, path, file string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := agent.NewClient(p.Socket())
+	c := api.NewClient(p.Socket())
 	c.HTTP.Timeout = 0 // a CPU profile takes its seconds
 	b, err := c.Get(ctx, path)
 	if err == nil {

@@ -1,11 +1,12 @@
 package agent
 
 import (
+	"github.com/weftnet/weft/agent/plan"
 	prom "github.com/weftnet/weft/internal/metrics"
 	"github.com/weftnet/weft/tunnel"
 )
 
-// metrics are the agent's Prometheus series (names in DESIGN.md).
+// metrics are the agent's Prometheus series (weft_*, registered in newMetrics).
 type metrics struct {
 	members     *prom.GaugeVec
 	peers       *prom.Gauge
@@ -43,8 +44,8 @@ func newMetrics(reg *prom.Registry, a *Agent) *metrics {
 	return m
 }
 
-func (m *metrics) observe(members []Member, leases Leases, want DesiredState) {
-	counts := map[Status]int{}
+func (m *metrics) observe(members []plan.Member, leases plan.Leases, want plan.DesiredState) {
+	counts := map[plan.Status]int{}
 	invalid := 0
 	for _, mem := range members {
 		counts[mem.Status]++
@@ -52,7 +53,7 @@ func (m *metrics) observe(members []Member, leases Leases, want DesiredState) {
 			invalid++
 		}
 	}
-	for _, s := range []Status{StatusAlive, StatusFailed, StatusLeft} {
+	for _, s := range []plan.Status{plan.StatusAlive, plan.StatusFailed, plan.StatusLeft} {
 		m.members.With(s.String()).Set(float64(counts[s]))
 	}
 	m.invalid.Set(float64(invalid))
@@ -63,7 +64,7 @@ func (m *metrics) observe(members []Member, leases Leases, want DesiredState) {
 			continue
 		}
 		if owner, ok := leases.Owner(mem.Tags.Block); ok && owner == mem.Name {
-			if mem.Status == StatusFailed {
+			if mem.Status == plan.StatusFailed {
 				held++
 			} else {
 				owned++

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // heldSetup starts four agents, crashes o1 (its block is held for the
@@ -26,14 +28,14 @@ func heldSetup(t *testing.T, s *sim) (rest []string, held netip.Prefix, newcomer
 	waitUntil(t, time.Minute, "o1 seen failed", func() error {
 		for _, n := range rest {
 			for _, m := range s.all[n].mem.Members() {
-				if m.Name == "o1" && m.Status != StatusFailed {
+				if m.Name == "o1" && m.Status != plan.StatusFailed {
 					return fmt.Errorf("%s sees o1 %s", n, m.Status)
 				}
 			}
 		}
 		return nil
 	})
-	var view []Member
+	var view []plan.Member
 	for _, m := range s.all["o2"].mem.Members() {
 		if m.Name != "o1" {
 			view = append(view, m)
@@ -41,7 +43,7 @@ func heldSetup(t *testing.T, s *sim) (rest []string, held netip.Prefix, newcomer
 	}
 	for i := 0; i < 10000; i++ {
 		name := fmt.Sprintf("n%d", i)
-		if b, err := ClaimBlock(s.pool, name, view, time.Now()); err == nil && b == before["o1"] {
+		if b, err := plan.ClaimBlock(s.pool, name, view, time.Now()); err == nil && b == before["o1"] {
 			return rest, before["o1"], name
 		}
 	}
@@ -50,11 +52,11 @@ func heldSetup(t *testing.T, s *sim) (rest []string, held netip.Prefix, newcomer
 }
 
 // A newcomer that claims the block of a member that failed before it
-// joined is told (failed.go), loses to the failed member and re-leases;
+// joined is told (package membership), loses to the failed member and re-leases;
 // every view then agrees. The newcomer learns nothing from probe acks, as
 // one whose claim raced its first ack.
 func TestNewcomerToldAboutFailedMember(t *testing.T) {
-	s := newSim(t, LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
+	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
 	rest, held, newcomer := heldSetup(t, s)
 	s.noHeldAcks = true
 	s.start(newcomer, 0, false)
@@ -76,10 +78,10 @@ func TestNewcomerToldAboutFailedMember(t *testing.T) {
 }
 
 // A newcomer learns the held blocks from its first probe's ack before its
-// first claim (failed.go), and never claims o1's: no conflict at all, no
+// first claim (package membership), and never claims o1's: no conflict at all, no
 // notice needed.
 func TestNewcomerLearnsHeldBlocksFromAcks(t *testing.T) {
-	s := newSim(t, LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
+	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
 	rest, held, newcomer := heldSetup(t, s)
 	a := s.start(newcomer, 0, false)
 	all := append(append([]string{}, rest...), newcomer)
@@ -90,19 +92,16 @@ func TestNewcomerLearnsHeldBlocksFromAcks(t *testing.T) {
 	if len(conflicts) > 0 || s.leases([]string{newcomer})[newcomer] == held {
 		t.Errorf("%s claimed o1's held block %s although acks list it: conflicts %v", newcomer, held, conflicts)
 	}
-	a.mem.mu.Lock()
-	_, learned := a.mem.learned["o1"]
-	a.mem.mu.Unlock()
-	if !learned {
+	if _, _, learned := a.mem.Learned("o1"); !learned {
 		t.Errorf("%s did not learn o1 from probe acks", newcomer)
 	}
 	// Acks pass on first-hand failures only.
 	for who, want := range map[string]bool{rest[0]: true, newcomer: false} {
-		held, err := parseHeld(s.all[who].mem.ackPayload(), time.Hour)
+		held, err := s.all[who].mem.HeldInAcks()
 		if err != nil {
 			t.Fatalf("%s's ack payload: %v", who, err)
 		}
-		if got := slices.ContainsFunc(held, func(h heldLease) bool { return h.Name == "o1" }); got != want {
+		if got := slices.Contains(held, "o1"); got != want {
 			t.Errorf("%s's ack lists o1: %v, want %v (%+v)", who, got, want, held)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/internal/atomicfile"
 )
 
@@ -45,13 +46,13 @@ type rejoinList struct {
 // rejoinAddrs picks the addresses to keep: the alive members but self,
 // in name order (so the list changes only when one of them does), at most
 // rejoinKeep.
-func rejoinAddrs(self string, members []Member) []string {
+func rejoinAddrs(self string, members []plan.Member) []string {
 	var out []string
 	for _, m := range members {
 		if len(out) == rejoinKeep {
 			break
 		}
-		if m.Name != self && m.Status == StatusAlive && m.Addr.IsValid() {
+		if m.Name != self && m.Status == plan.StatusAlive && m.Addr.IsValid() {
 			out = append(out, m.Addr.String())
 		}
 	}
@@ -120,7 +121,7 @@ func (a *Agent) loadRejoin() {
 		a.log.Warn("ignoring the rejoin list", "err", err)
 		return
 	}
-	a.rejoin = addrs
+	a.rejoin.addrs = addrs
 }
 
 // rejoinEvery is the least time between two writes of a full rejoin list:
@@ -131,19 +132,19 @@ const rejoinEvery = time.Minute
 
 // keepRejoin rewrites the rejoin list when the members it would hold
 // changed. An agent left alone keeps the old list: that is when it needs it.
-func (a *Agent) keepRejoin(members []Member, now time.Time) {
-	if a.cfg.Ephemeral || len(a.rejoin) == rejoinKeep && now.Sub(a.rejoinSaved) < rejoinEvery {
+func (a *Agent) keepRejoin(members []plan.Member, now time.Time) {
+	if a.cfg.Ephemeral || len(a.rejoin.addrs) == rejoinKeep && now.Sub(a.rejoin.saved) < rejoinEvery {
 		return
 	}
 	addrs := rejoinAddrs(a.cfg.NodeName, members)
-	if len(addrs) == 0 || slices.Equal(addrs, a.rejoin) {
+	if len(addrs) == 0 || slices.Equal(addrs, a.rejoin.addrs) {
 		return
 	}
 	if err := saveRejoin(a.rejoinPath(), a.cfg.NodeName, addrs); err != nil {
 		a.log.Warn("saving the rejoin list", "err", err)
 		return
 	}
-	a.rejoin, a.rejoinSaved = addrs, now
+	a.rejoin.addrs, a.rejoin.saved = addrs, now
 }
 
 // rejoinKept tries the kept addresses one by one, in the background (a
@@ -151,14 +152,14 @@ func (a *Agent) keepRejoin(members []Member, now time.Time) {
 // until one answers; the others come with its member list. One try runs
 // at a time.
 func (a *Agent) rejoinKept(ctx context.Context) {
-	addrs := slices.Clone(a.rejoin)
-	if len(addrs) == 0 || !a.rejoining.CompareAndSwap(false, true) {
+	addrs := slices.Clone(a.rejoin.addrs)
+	if len(addrs) == 0 || !a.rejoin.running.CompareAndSwap(false, true) {
 		return
 	}
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		defer a.rejoining.Store(false)
+		defer a.rejoin.running.Store(false)
 		for _, addr := range addrs {
 			if ctx.Err() != nil {
 				return

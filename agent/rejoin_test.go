@@ -10,18 +10,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 func TestRejoinAddrs(t *testing.T) {
-	m := func(name string, st Status, port uint16) Member {
-		return Member{Name: name, Status: st, Addr: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), port)}
+	m := func(name string, st plan.Status, port uint16) plan.Member {
+		return plan.Member{Name: name, Status: st, Addr: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), port)}
 	}
-	members := []Member{
-		m("a", StatusAlive, 1), m("b", StatusFailed, 2), m("self", StatusAlive, 3), m("c", StatusLeft, 4),
-		{Name: "noaddr", Status: StatusAlive},
+	members := []plan.Member{
+		m("a", plan.StatusAlive, 1), m("b", plan.StatusFailed, 2), m("self", plan.StatusAlive, 3), m("c", plan.StatusLeft, 4),
+		{Name: "noaddr", Status: plan.StatusAlive},
 	}
 	for i := range 10 {
-		members = append(members, m(fmt.Sprintf("n%d", i), StatusAlive, uint16(10+i)))
+		members = append(members, m(fmt.Sprintf("n%d", i), plan.StatusAlive, uint16(10+i)))
 	}
 	got := rejoinAddrs("self", members)
 	want := []string{"198.18.0.1:1"}
@@ -87,7 +89,7 @@ func FuzzDecodeRejoin(f *testing.F) {
 // A restarted agent whose join address is gone rejoins through the members
 // it kept (rejoin.json), and removes the Serf snapshot of earlier versions.
 func TestRestartRejoinsKeptMembers(t *testing.T) {
-	s := newSim(t, LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
+	s := newSim(t, plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/21"), BlockBits: 24, TTL: 10 * time.Minute})
 	s.profile = "local"
 	all := []string{"a", "b", "c"}
 	for _, n := range all {
@@ -122,10 +124,10 @@ func TestRestartRejoinsKeptMembers(t *testing.T) {
 // every pass.
 func TestKeepRejoinWrites(t *testing.T) {
 	a := &Agent{cfg: Config{NodeName: "self", StateDir: t.TempDir()}, log: simLogger()}
-	members := func(n, first int) []Member {
-		var out []Member
+	members := func(n, first int) []plan.Member {
+		var out []plan.Member
 		for i := range n {
-			out = append(out, Member{Name: fmt.Sprintf("m%02d", first+i), Status: StatusAlive, Addr: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), uint16(first+i))})
+			out = append(out, plan.Member{Name: fmt.Sprintf("m%02d", first+i), Status: plan.StatusAlive, Addr: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), uint16(first+i))})
 		}
 		return out
 	}

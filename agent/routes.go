@@ -14,15 +14,6 @@ import (
 // the range the kernel leaves to routing daemons).
 const routeProto = netlink.RouteProtocol(0x77)
 
-// NodeAddress is the node's own overlay address in its block: the first host
-// address of a host-mode block, the address itself for a /32.
-func NodeAddress(block netip.Prefix) netip.Addr {
-	if block.Bits() == block.Addr().BitLen() {
-		return block.Addr()
-	}
-	return block.Addr().Next()
-}
-
 // hostRoutes keeps the kernel side of host mode in line: the node address on
 // the WireGuard link and one route per peer block through it.
 type hostRoutes struct {

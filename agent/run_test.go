@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -34,7 +33,10 @@ func TestPacerSpacesPasses(t *testing.T) {
 		{"crowded, 399 members: one cap at most", false, 50 * ms, 0, 500 * ms, true, 399},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := pacer{crowded: tc.crowded}
+			p := pacer{}
+			if tc.crowded {
+				p.perMembers = crowdedMembers
+			}
 			if !tc.noPass {
 				p.passed(t0.Add(-tc.took), t0, tc.members)
 			}
@@ -42,49 +44,5 @@ func TestPacerSpacesPasses(t *testing.T) {
 				t.Errorf("wait %v, want %v", got, tc.want)
 			}
 		})
-	}
-}
-
-// firstExpiry is the earliest TTL end still ahead among failed members
-// that hold a block: the moment an agent waiting for a full pool retries.
-func TestFirstExpiry(t *testing.T) {
-	ttl := 10 * time.Minute
-	ms := []Member{
-		leaseMember("alive", "100.64.1.0/24", claimEarly),
-		asFailed(leaseMember("old", "100.64.2.0/24", claimEarly), 9*time.Minute),
-		asFailed(leaseMember("recent", "100.64.3.0/24", claimEarly), time.Minute),
-		asFailed(leaseMember("expired", "100.64.4.0/24", claimEarly), 11*time.Minute),
-		asFailed(Member{Name: "no-block", Tags: Tags{Version: TagVersion}}, 9*time.Minute+30*time.Second),
-	}
-	if got, want := firstExpiry(ms, ttl, leaseT0), leaseT0.Add(time.Minute); !got.Equal(want) {
-		t.Errorf("first expiry %v, want %v (old's TTL end)", got, want)
-	}
-	if got := firstExpiry(ms[:1], ttl, leaseT0); !got.IsZero() {
-		t.Errorf("no failed member: %v, want zero", got)
-	}
-}
-
-// TestTakesPart: a small mesh always tries its failed members; in a big one
-// about reconnectFanout agents do per round, and an agent that sees only
-// itself alive always tries.
-func TestTakesPart(t *testing.T) {
-	for _, alive := range []int{1, 2, reconnectFanout} {
-		if !takesPart(alive, func(int) int { return alive - 1 }) {
-			t.Errorf("alive=%d: an agent sat a round out", alive)
-		}
-	}
-	for _, alive := range []int{reconnectFanout + 1, 200, 1000} {
-		const rounds = 100000
-		n := 0
-		for range rounds {
-			if takesPart(alive, rand.N[int]) {
-				n++
-			}
-		}
-		// Expected per round over the whole mesh: reconnectFanout.
-		perRound := float64(n) / rounds * float64(alive)
-		if perRound < reconnectFanout*0.8 || perRound > reconnectFanout*1.2 {
-			t.Errorf("alive=%d: %.1f agents per round take part, want about %d", alive, perRound, reconnectFanout)
-		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // Host-mode members and sidecars share one mesh: sidecars lease single
@@ -13,7 +15,7 @@ import (
 // every other (allowed IPs: a host's block, a sidecar's /32), and a sidecar
 // that leaves frees its address at once.
 func TestSidecarsLeaseAddressesAndPeerWithHosts(t *testing.T) {
-	pool := LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: 10 * time.Minute}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/22"), BlockBits: 24, TTL: 10 * time.Minute}
 	s := newSim(t, pool)
 	s.profile = "local"
 	hosts, cars := []string{"h1", "h2", "h3"}, []string{"s1", "s2", "s3"}
@@ -39,7 +41,7 @@ func TestSidecarsLeaseAddressesAndPeerWithHosts(t *testing.T) {
 			switch {
 			case s.sidecar[n] && (b.Bits() != 32 || !sidecarRange.Contains(b.Addr())):
 				return fmt.Errorf("sidecar %s holds %v, want a /32 of %s", n, b, sidecarRange)
-			case !s.sidecar[n] && !pool.inPool(b):
+			case !s.sidecar[n] && !pool.InPool(b):
 				return fmt.Errorf("host %s holds %v", n, b)
 			}
 		}
@@ -84,16 +86,16 @@ func TestSidecarsLeaseAddressesAndPeerWithHosts(t *testing.T) {
 // A member's claim counts only in its own pool: a sidecar announcing a
 // host block, or a host announcing a sidecar address, is invalid.
 func TestCheckRangesByMode(t *testing.T) {
-	a, err := New(Config{NodeName: "self", InsecureGossip: true, Pool: LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/16"), BlockBits: 24, TTL: time.Minute}})
+	a, err := New(Config{NodeName: "self", InsecureGossip: true, Pool: plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/16"), BlockBits: 24, TTL: time.Minute}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms := []Member{
-		{Name: "host-ok", Tags: Tags{Mode: "tun", Block: netip.MustParsePrefix("100.64.1.0/24")}},
-		{Name: "host-bad", Tags: Tags{Mode: "tun", Block: netip.MustParsePrefix("100.127.0.9/32")}},
-		{Name: "car-ok", Tags: Tags{Mode: ModeSidecar, Block: netip.MustParsePrefix("100.127.0.9/32")}},
-		{Name: "car-bad", Tags: Tags{Mode: ModeSidecar, Block: netip.MustParsePrefix("100.64.2.0/24")}},
-		{Name: "car-wide", Tags: Tags{Mode: ModeSidecar, Block: netip.MustParsePrefix("100.127.0.0/24")}},
+	ms := []plan.Member{
+		{Name: "host-ok", Tags: plan.Tags{Mode: "tun", Block: netip.MustParsePrefix("100.64.1.0/24")}},
+		{Name: "host-bad", Tags: plan.Tags{Mode: "tun", Block: netip.MustParsePrefix("100.127.0.9/32")}},
+		{Name: "car-ok", Tags: plan.Tags{Mode: plan.ModeSidecar, Block: netip.MustParsePrefix("100.127.0.9/32")}},
+		{Name: "car-bad", Tags: plan.Tags{Mode: plan.ModeSidecar, Block: netip.MustParsePrefix("100.64.2.0/24")}},
+		{Name: "car-wide", Tags: plan.Tags{Mode: plan.ModeSidecar, Block: netip.MustParsePrefix("100.127.0.0/24")}},
 	}
 	got := a.checkRanges(ms)
 	for _, m := range got {

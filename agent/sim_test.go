@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/weftnet/weft/agent/membership"
+	"github.com/weftnet/weft/agent/plan"
 	prom "github.com/weftnet/weft/internal/metrics"
 )
 
@@ -57,7 +59,7 @@ func (s *switchboard) cut(from, to string) bool {
 // silently drops what the switchboard says cannot pass. Filtering on the
 // sending side is enough because every member of a simulation uses one.
 type cutTransport struct {
-	*gossipTransport
+	*membership.Transport
 	self string
 	sb   *switchboard
 }
@@ -65,18 +67,18 @@ type cutTransport struct {
 var errCut = errors.New("partitioned")
 
 func newCutTransport(sb *switchboard) (*cutTransport, error) {
-	gt, err := newGossipTransport(netip.MustParseAddrPort("127.0.0.1:0"), log.New(io.Discard, "", 0))
+	gt, err := membership.NewTransport(netip.MustParseAddrPort("127.0.0.1:0"), log.New(io.Discard, "", 0))
 	if err != nil {
 		return nil, err
 	}
-	return &cutTransport{gossipTransport: gt, self: fmt.Sprintf("127.0.0.1:%d", gt.Port()), sb: sb}, nil
+	return &cutTransport{Transport: gt, self: fmt.Sprintf("127.0.0.1:%d", gt.Port()), sb: sb}, nil
 }
 
 func (t *cutTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if t.sb.cut(t.self, addr) {
 		return time.Now(), nil
 	}
-	return t.gossipTransport.WriteTo(b, addr)
+	return t.Transport.WriteTo(b, addr)
 }
 
 func (t *cutTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
@@ -87,7 +89,7 @@ func (t *cutTransport) DialTimeout(addr string, d time.Duration) (net.Conn, erro
 	if t.sb.cut(t.self, addr) {
 		return nil, errCut
 	}
-	return t.gossipTransport.DialTimeout(addr, d)
+	return t.Transport.DialTimeout(addr, d)
 }
 
 func (t *cutTransport) DialAddressTimeout(a memberlist.Address, d time.Duration) (net.Conn, error) {
@@ -115,7 +117,7 @@ type sim struct {
 	t    testing.TB
 	sb   *switchboard
 	key  []byte
-	pool LeaseConfig
+	pool plan.LeaseConfig
 	dir  string
 	all  map[string]*simAgent
 	seed string
@@ -131,6 +133,9 @@ type sim struct {
 	// hundreds of agents in one process on two cores free of false failure
 	// verdicts; "local" detects failures in about a second, for small sims.
 	profile string
+	// crowded starts agents with crowdedTimings and pacing, stretched by
+	// stretch (0 or 1: as they are).
+	crowded bool
 	// sidecar names the agents that start as sidecars.
 	sidecar map[string]bool
 	// resync is each agent's Config.Resync: 2 s in tests that wait for
@@ -140,15 +145,44 @@ type sim struct {
 	// noHeldAcks starts agents that learn nothing from probe acks
 	// (Agent.noHeldAcks).
 	noHeldAcks bool
-	// stretch slows the "crowded" profile's gossip (Agent.stretch).
+	// stretch slows crowded agents' gossip (crowdedTimings).
 	stretch int
 	// apiIdle is the local API's idle timeout of agents started next
 	// (Agent.apiIdle; 0: apiIdleTimeout).
 	apiIdle time.Duration
 }
 
-func newSim(t testing.TB, pool LeaseConfig) *sim {
-	k, _ := GenerateGossipKey()
+// crowdedTimings are the gossip timings of hundreds of agents in one
+// process on a few cores (TestSimulationChurn, BenchmarkConvergence): LAN
+// gossip, but a probe may wait seconds for the scheduler, so failure
+// detection is slowed to match instead of flapping. Gossip rounds are 100
+// ms apart to 4 members: in a 200-member churn, memberlist's own messages
+// (tag updates) filled every packet at LAN's 200 ms to 3 members, and
+// Serf's queries (the failed-member notices), which get what room is left,
+// starved for minutes. A stretch above 1 multiplies the gossip and probe
+// intervals and the probe timeout: 1000 agents on two cores run in slow
+// motion, since at LAN rates their gossip alone wants more CPU than the
+// cores have.
+func crowdedTimings(stretch int) membership.Timings {
+	k := time.Duration(max(stretch, 1))
+	return membership.Timings{
+		GossipInterval: k * 100 * time.Millisecond,
+		GossipNodes:    4,
+		ProbeInterval:  k * 3 * time.Second,
+		ProbeTimeout:   k * 3 * time.Second,
+		SuspicionMult:  6,
+	}
+}
+
+// crowdedMembers paces crowded agents (Config.PaceMembers): from 400
+// members on, a membership change waits 2 s per 200 members. 1000 agents
+// paced by their own pass times reconciled in 36 % of two cores, with the
+// collector as much again, and starved their own gossip into false
+// failures.
+const crowdedMembers = 200
+
+func newSim(t testing.TB, pool plan.LeaseConfig) *sim {
+	k, _ := membership.GenerateGossipKey()
 	s := &sim{t: t, sb: &switchboard{}, key: k, pool: pool, dir: t.TempDir(), all: map[string]*simAgent{}, seedFor: map[int]string{}, profile: "lan", sidecar: map[string]bool{}, resync: 2 * time.Second}
 	t.Cleanup(func() {
 		for _, a := range s.all {
@@ -175,7 +209,7 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 	} else if s.seed != "" {
 		join = []string{s.seed}
 	}
-	a, err := New(Config{
+	cfg := Config{
 		NodeName:      name,
 		Join:          join,
 		Bind:          netip.MustParseAddrPort(tr.self),
@@ -194,18 +228,21 @@ func (s *sim) start(name string, g int, leave bool) *simAgent {
 
 		GossipKeySource: s.keySource,
 		GossipKeyReload: 200 * time.Millisecond, // with a keySource only
-	})
+	}
+	if s.crowded {
+		cfg.GossipTimings, cfg.PaceMembers = crowdedTimings(s.stretch), crowdedMembers
+	}
+	a, err := New(cfg)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	a.noDevice = true
-	a.noHeldAcks = s.noHeldAcks
-	a.stretch = s.stretch
-	a.apiIdle = s.apiIdle
-	a.transport = tr.Transport
+	a.hooks.noDevice = true
+	a.hooks.noHeldAcks = s.noHeldAcks
+	a.hooks.apiIdle = s.apiIdle
+	a.hooks.transport = tr.Transport
 	ctx, cancel := context.WithCancel(context.Background())
 	sa := &simAgent{Agent: a, addr: tr.self, cancel: cancel, done: make(chan error, 1)}
-	a.passed = func(snap snapshot, block netip.Prefix) { sa.pass.Store(&simPass{snap, block}) }
+	a.hooks.passed = func(snap snapshot, block netip.Prefix) { sa.pass.Store(&simPass{snap, block}) }
 	go func() { sa.done <- a.Run(ctx) }()
 	if s.seed == "" {
 		s.seed = tr.self
@@ -343,7 +380,7 @@ func (s *sim) settled(names []string) error {
 		seen := map[string]netip.Prefix{}
 		view := s.all[n].mem.Members()
 		for _, m := range view {
-			if m.Status == StatusAlive {
+			if m.Status == plan.StatusAlive {
 				seen[m.Name] = m.Tags.Block
 			}
 		}
@@ -351,7 +388,7 @@ func (s *sim) settled(names []string) error {
 		if s.now != nil {
 			now = s.now()
 		}
-		leases := ResolveLeases(s.pool, view, now)
+		leases := plan.ResolveLeases(s.pool, view, now)
 		for _, o := range names {
 			if seen[o] != blocks[o] {
 				return fmt.Errorf("%s sees %s with %v, it holds %v", n, o, seen[o], blocks[o])
@@ -400,7 +437,7 @@ func lastPassOff(snap snapshot, names []string, blocks map[string]netip.Prefix) 
 		}
 		// Errors are made for the first difference only (no garbage).
 		switch {
-		case i == len(snap.members) || snap.members[i].Name != o || snap.members[i].Status != StatusAlive:
+		case i == len(snap.members) || snap.members[i].Name != o || snap.members[i].Status != plan.StatusAlive:
 			if i < len(snap.members) && snap.members[i].Name == o {
 				down++
 			}
@@ -459,22 +496,16 @@ func (s *sim) describe(n, w string) string {
 			continue
 		}
 		st := "unknown"
-		for _, sm := range o.mem.serf.Members() {
-			if sm.Name == w {
-				st = sm.Status.String()
-			}
+		if s, ok := o.mem.GossipStatus(w); ok {
+			st = s
 		}
 		counts[st]++
 	}
-	for _, sm := range a.mem.serf.Members() {
-		if sm.Name == w {
-			return fmt.Sprintf("serf status %s; running agents see it: %v", sm.Status, counts)
-		}
+	if st, ok := a.mem.GossipStatus(w); ok {
+		return fmt.Sprintf("serf status %s; running agents see it: %v", st, counts)
 	}
-	a.mem.mu.Lock()
-	defer a.mem.mu.Unlock()
-	if l, ok := a.mem.learned[w]; ok {
-		return fmt.Sprintf("learned: failed %s ago, last notice %s ago", time.Since(l.since).Round(time.Second), time.Since(l.heard).Round(time.Second))
+	if failed, heard, ok := a.mem.Learned(w); ok {
+		return fmt.Sprintf("learned: failed %s ago, last notice %s ago", time.Since(failed).Round(time.Second), time.Since(heard).Round(time.Second))
 	}
 	return "unknown"
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/netip"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/tunnel"
 )
 
@@ -68,15 +70,15 @@ func FuzzDecodeState(f *testing.F) {
 }
 
 func TestParseGossipKeys(t *testing.T) {
-	k32, _ := GenerateGossipKey()
-	text := "# primary\n" + encodeKey(k32) + "\n\n" + encodeKey(k32[:16]) + "\n"
-	keys, err := ParseGossipKeys(text)
+	k32, _ := membership.GenerateGossipKey()
+	text := "# primary\n" + base64.StdEncoding.EncodeToString(k32) + "\n\n" + base64.StdEncoding.EncodeToString(k32[:16]) + "\n"
+	keys, err := membership.ParseGossipKeys(text)
 	if err != nil || len(keys) != 2 || len(keys[0]) != 32 || len(keys[1]) != 16 {
 		t.Fatalf("got %d keys, %v", len(keys), err)
 	}
-	for _, bad := range []string{"", "# only a comment\n", "not-base64!", encodeKey(k32[:20])} {
-		_, err := ParseGossipKeys(bad)
-		if !errors.Is(err, ErrBadGossipKey) {
+	for _, bad := range []string{"", "# only a comment\n", "not-base64!", base64.StdEncoding.EncodeToString(k32[:20])} {
+		_, err := membership.ParseGossipKeys(bad)
+		if !errors.Is(err, membership.ErrBadGossipKey) {
 			t.Errorf("ParseGossipKeys(%q) = %v", bad, err)
 		}
 		if bad != "" && err != nil && strings.Contains(err.Error(), bad) {

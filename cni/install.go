@@ -20,7 +20,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/atomicfile"
 )
 
@@ -460,7 +460,7 @@ func removeAgentFiles(cfg UninstallConfig) ([]string, error) {
 		}
 	}
 	if cfg.Socket != "" {
-		paths = append(paths, cfg.Socket, agent.HandoverPath(cfg.Socket))
+		paths = append(paths, cfg.Socket, api.HandoverPath(cfg.Socket))
 	}
 	if cfg.UAPIDir != "" && cfg.Interface != "" {
 		paths = append(paths, filepath.Join(cfg.UAPIDir, cfg.Interface+".sock"))

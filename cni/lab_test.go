@@ -24,7 +24,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/harness/gobuild"
 	"github.com/weftnet/weft/internal/netlab"
 )
@@ -160,14 +160,14 @@ func writeGossipKey(t testing.TB) string {
 }
 
 // waitReady waits until the agent hands out its lease.
-func (nd *node) waitReady() agent.Lease {
+func (nd *node) waitReady() api.Lease {
 	nd.t.Helper()
-	var l agent.Lease
+	var l api.Lease
 	eventually(nd.t, 30*time.Second, nd.ns.Name+" agent ready", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		var err error
-		if l, err = agent.NewClient(nd.agent.Socket()).Lease(ctx); err != nil {
+		if l, err = api.NewClient(nd.agent.Socket()).Lease(ctx); err != nil {
 			return err
 		}
 		if !l.Ready {

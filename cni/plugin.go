@@ -23,7 +23,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 )
 
 // HostVethPrefix starts the name of every host-side veth weft creates.
@@ -67,10 +67,10 @@ func parseAlias(alias string) (types.GCAttachment, bool) {
 // readyLease asks the agent for the node's lease. Not reachable or not ready
 // is ErrTryAgainLater for ADD: the runtime retries, and the agent is
 // usually just starting.
-func readyLease(conf *NetConf, code uint) (agent.Lease, netip.Prefix, error) {
+func readyLease(conf *NetConf, code uint) (api.Lease, netip.Prefix, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), agentTimeout)
 	defer cancel()
-	l, err := agent.NewClient(conf.AgentSocket).Lease(ctx)
+	l, err := api.NewClient(conf.AgentSocket).Lease(ctx)
 	if err != nil {
 		return l, netip.Prefix{}, types.NewError(code, "weft agent not reachable", err.Error())
 	}
@@ -93,9 +93,9 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	node, err := netip.ParseAddr(lease.Gateway)
+	node, err := netip.ParseAddr(lease.NodeAddress)
 	if err != nil || !block.Contains(node) {
-		return types.NewError(types.ErrTryAgainLater, "weft agent reports no node address in its block", lease.Gateway)
+		return types.NewError(types.ErrTryAgainLater, "weft agent reports no node address in its block", lease.NodeAddress)
 	}
 	mtu := lease.MTU
 	if conf.MTU != 0 {
@@ -468,7 +468,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		// A restarting agent (a rolling update) left a note: the node
 		// keeps its block and pod network, so the node stays Ready while
 		// the next agent starts (agent/handover.go). ADD still waits.
-		h, ok := agent.ReadHandover(conf.AgentSocket, time.Now())
+		h, ok := api.ReadHandover(conf.AgentSocket, time.Now())
 		if !ok {
 			return err
 		}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/cni"
 )
 
@@ -31,8 +31,8 @@ func TestSingleNodeAddCheckDel(t *testing.T) {
 	p := nd.newPodNS("p1")
 	nd.mustAdd(p, list)
 
-	if !block.Contains(p.addr) || p.addr == block.Addr() || p.addr.String() == lease.Gateway {
-		t.Fatalf("pod address %s: want a host address of %s other than the node's %s", p.addr, block, lease.Gateway)
+	if !block.Contains(p.addr) || p.addr == block.Addr() || p.addr.String() == lease.NodeAddress {
+		t.Fatalf("pod address %s: want a host address of %s other than the node's %s", p.addr, block, lease.NodeAddress)
 	}
 	if p.version != "1.1.0" {
 		t.Errorf("result cniVersion %q, want 1.1.0", p.version)
@@ -60,8 +60,8 @@ func TestSingleNodeAddCheckDel(t *testing.T) {
 		t.Errorf("node -> pod TCP: %v", err)
 	}
 	if out, err := nd.ns.Run(context.Background(), "ip", "netns", "exec", filepath.Base(p.path),
-		"ping", "-c", "1", "-w", "3", lease.Gateway); err != nil {
-		t.Errorf("pod -> node %s: %v %s", lease.Gateway, err, out)
+		"ping", "-c", "1", "-w", "3", lease.NodeAddress); err != nil {
+		t.Errorf("pod -> node %s: %v %s", lease.NodeAddress, err, out)
 	}
 
 	if err := nd.check(p, list); err != nil {
@@ -219,7 +219,7 @@ func TestStatusThroughAgentRestart(t *testing.T) {
 	status := func() error {
 		return nd.do(func(ctx context.Context) error { return nd.cni.GetStatusNetworkList(ctx, list) })
 	}
-	note := agent.HandoverPath(nd.agent.Socket())
+	note := api.HandoverPath(nd.agent.Socket())
 	nd.agent.Stop(syscall.SIGTERM)
 	if _, err := os.Stat(note); err == nil {
 		t.Fatal("an agent that leaves the mesh left a handover note")
@@ -230,7 +230,7 @@ func TestStatusThroughAgentRestart(t *testing.T) {
 	}
 	lease := nd.waitReady()
 	nd.agent.Stop(syscall.SIGTERM)
-	h, ok := agent.ReadHandover(nd.agent.Socket(), time.Now())
+	h, ok := api.ReadHandover(nd.agent.Socket(), time.Now())
 	if !ok || h.Block != lease.Block {
 		t.Fatalf("handover note %+v (valid %v), want one for block %s", h, ok, lease.Block)
 	}
@@ -253,14 +253,14 @@ func TestStatusThroughAgentRestart(t *testing.T) {
 	os.Remove(stale)
 	// Past its grace the note counts for nothing.
 	h.Until = time.Now().Add(-time.Second)
-	if err := agent.WriteHandover(nd.agent.Socket(), h); err != nil {
+	if err := api.WriteHandover(nd.agent.Socket(), h); err != nil {
 		t.Fatal(err)
 	}
 	if code := cniError(status()); code != types.ErrPluginNotAvailable {
 		t.Errorf("STATUS with an expired note and no agent: code %d, want %d", code, types.ErrPluginNotAvailable)
 	}
-	h.Until = time.Now().Add(agent.HandoverGrace)
-	if err := agent.WriteHandover(nd.agent.Socket(), h); err != nil {
+	h.Until = time.Now().Add(api.HandoverGrace)
+	if err := api.WriteHandover(nd.agent.Socket(), h); err != nil {
 		t.Fatal(err)
 	}
 	if err := nd.agent.Start(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/plan"
 	prom "github.com/weftnet/weft/internal/metrics"
 	"github.com/weftnet/weft/netstack"
 	"github.com/weftnet/weft/tunnel"
@@ -97,7 +98,7 @@ func (n *Node) Up(ctx context.Context) error {
 		InsecureGossip:  n.InsecureGossip,
 		GossipKeySource: n.GossipKeySource,
 		GossipProfile:   n.GossipProfile,
-		Pool:            agent.LeaseConfig{Range: n.ClusterRange, BlockBits: n.BlockBits, TTL: n.LeaseTTL},
+		Pool:            plan.LeaseConfig{Range: n.ClusterRange, BlockBits: n.BlockBits, TTL: n.LeaseTTL},
 		SidecarRange:    n.SidecarRange,
 		Sidecar:         true,
 		Mode:            tunnel.ModeNetstack,
@@ -193,8 +194,8 @@ func (n *Node) Resolve(host string) (netip.Addr, error) {
 	}
 	name := strings.TrimSuffix(strings.TrimSuffix(host, "."), Domain)
 	for _, m := range a.Members() {
-		if m.Name == name && m.Status == agent.StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
-			return agent.NodeAddress(m.Tags.Block), nil
+		if m.Name == name && m.Status == plan.StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
+			return plan.NodeAddress(m.Tags.Block), nil
 		}
 	}
 	return netip.Addr{}, &net.DNSError{Err: "no such member in the mesh", Name: host, IsNotFound: true}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/netstack"
 )
 
@@ -81,7 +82,7 @@ func eventually(t *testing.T, d time.Duration, what string, f func() error) {
 // name; an exposed port reaches a kernel listener behind the other node;
 // Close leaves, and the name stops resolving.
 func TestTwoNodesDialListen(t *testing.T) {
-	key, err := agent.GenerateGossipKey()
+	key, err := membership.GenerateGossipKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestUpBadConfig(t *testing.T) {
 	if err := (&Node{}).Up(ctx); err == nil {
 		t.Error("a node without a name came up")
 	}
-	if err := (&Node{Name: "x"}).Up(ctx); !errors.Is(err, agent.ErrNoGossipKey) {
+	if err := (&Node{Name: "x"}).Up(ctx); !errors.Is(err, membership.ErrNoGossipKey) {
 		t.Errorf("no gossip key: %v, want ErrNoGossipKey", err)
 	}
 	n := &Node{Name: "x", InsecureGossip: true, SidecarRange: netip.MustParsePrefix("100.64.0.0/24")}

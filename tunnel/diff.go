@@ -63,12 +63,12 @@ func diffPeers(have []PeerStats, want []Peer) ([]wgtypes.PeerConfig, error) {
 	var out []wgtypes.PeerConfig
 	for _, h := range have {
 		if _, ok := wantByKey[h.PublicKey]; !ok {
-			out = append(out, wgtypes.PeerConfig{PublicKey: h.PublicKey, Remove: true})
+			out = append(out, wgtypes.PeerConfig{PublicKey: wgtypes.Key(h.PublicKey), Remove: true})
 		}
 	}
 	for _, w := range want {
 		h, exists := haveByKey[w.PublicKey]
-		pc := wgtypes.PeerConfig{PublicKey: w.PublicKey, UpdateOnly: exists}
+		pc := wgtypes.PeerConfig{PublicKey: wgtypes.Key(w.PublicKey), UpdateOnly: exists}
 		changed := !exists
 		if !exists || !samePrefixes(h.AllowedIPs, w.AllowedIPs) {
 			pc.ReplaceAllowedIPs = true
@@ -90,7 +90,7 @@ func diffPeers(have []PeerStats, want []Peer) ([]wgtypes.PeerConfig, error) {
 			psk = *w.PresharedKey
 		}
 		if !exists && psk != (Key{}) || exists && h.psk != psk {
-			pc.PresharedKey = &psk
+			pc.PresharedKey = (*wgtypes.Key)(&psk)
 			changed = true
 		}
 		if changed {

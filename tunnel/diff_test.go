@@ -48,7 +48,7 @@ func TestDiffPeers(t *testing.T) {
 	summarise := func(pcs []wgtypes.PeerConfig) []change {
 		var out []change
 		for _, pc := range pcs {
-			out = append(out, change{pc.PublicKey, pc.Remove, pc.UpdateOnly, pc.ReplaceAllowedIPs,
+			out = append(out, change{Key(pc.PublicKey), pc.Remove, pc.UpdateOnly, pc.ReplaceAllowedIPs,
 				pc.Endpoint != nil, pc.PersistentKeepaliveInterval != nil, pc.PresharedKey != nil})
 		}
 		return out

@@ -1,22 +1,20 @@
 package tunnel
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/internal/atomicfile"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
 // Key is a WireGuard public (or preshared) key. Its String form is the usual
 // base64 encoding.
-type Key = wgtypes.Key
+type Key = wgspec.Key
 
 // PrivateKey is a WireGuard private key. It never prints itself: String,
 // GoString, slog and fmt's %v all show only the public key's fingerprint, so a
@@ -25,7 +23,7 @@ type Key = wgtypes.Key
 type PrivateKey struct{ k wgtypes.Key }
 
 // ErrBadKey is returned (wrapped) for a key that is not 32 bytes of base64.
-var ErrBadKey = errors.New("bad key")
+var ErrBadKey = wgspec.ErrBadKey
 
 // GeneratePrivateKey returns a new random private key.
 func GeneratePrivateKey() (PrivateKey, error) {
@@ -47,27 +45,18 @@ func ParsePrivateKey(s string) (PrivateKey, error) {
 }
 
 // ParseKey decodes a base64 public or preshared key.
-func ParseKey(s string) (Key, error) {
-	return parseKey(s)
-}
+func ParseKey(s string) (Key, error) { return wgspec.ParseKey(s) }
 
 func parseKey(s string) (wgtypes.Key, error) {
-	s = strings.TrimSpace(s)
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return wgtypes.Key{}, fmt.Errorf("%w: not base64", ErrBadKey)
-	}
-	if len(b) != wgtypes.KeyLen {
-		return wgtypes.Key{}, fmt.Errorf("%w: %d bytes, want %d", ErrBadKey, len(b), wgtypes.KeyLen)
-	}
-	return wgtypes.NewKey(b)
+	k, err := wgspec.ParseKey(s)
+	return wgtypes.Key(k), err
 }
 
 // IsZero reports whether the key is unset.
 func (p PrivateKey) IsZero() bool { return p.k == wgtypes.Key{} }
 
 // Public returns the public key of p.
-func (p PrivateKey) Public() Key { return p.k.PublicKey() }
+func (p PrivateKey) Public() Key { return Key(p.k.PublicKey()) }
 
 // Encode returns the base64 form of the private key, for a key file only.
 func (p PrivateKey) Encode() string { return p.k.String() }
@@ -91,10 +80,7 @@ func (p PrivateKey) wg() wgtypes.Key { return p.k }
 
 // Fingerprint is a short, stable name for a public key: the first 8 base64
 // characters of its SHA-256, like the short ids other tools print.
-func Fingerprint(k Key) string {
-	sum := sha256.Sum256(k[:])
-	return base64.RawURLEncoding.EncodeToString(sum[:])[:8]
-}
+func Fingerprint(k Key) string { return wgspec.Fingerprint(k) }
 
 // LoadPrivateKey reads a key file written by SavePrivateKey or `wg genkey`.
 // A key file readable by group or others is refused.

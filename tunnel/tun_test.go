@@ -104,7 +104,7 @@ func TestWgShowReadsUserspaceDevice(t *testing.T) {
 	if err != nil {
 		t.Fatalf("wgctrl: %v", err)
 	}
-	if len(d.Peers) != 1 || d.Peers[0].PublicKey != b.dev.PublicKey() || d.Peers[0].TransmitBytes < 1<<20 {
+	if len(d.Peers) != 1 || tunnel.Key(d.Peers[0].PublicKey) != b.dev.PublicKey() || d.Peers[0].TransmitBytes < 1<<20 {
 		t.Errorf("wgctrl sees %+v", d.Peers)
 	}
 	st, err := a.dev.Stats()

@@ -206,20 +206,20 @@ func parseHexKey(s string) (Key, error) {
 	if err != nil || len(b) != wgtypes.KeyLen {
 		return Key{}, fmt.Errorf("%w: want %d hex bytes", ErrBadKey, wgtypes.KeyLen)
 	}
-	return wgtypes.NewKey(b)
+	return Key(b), nil
 }
 
 // statsFromWgctrl converts what wgctrl reads from a kernel device.
 func statsFromWgctrl(d *wgtypes.Device) Stats {
-	st := Stats{Name: d.Name, PublicKey: d.PublicKey, ListenPort: d.ListenPort}
+	st := Stats{Name: d.Name, PublicKey: Key(d.PublicKey), ListenPort: d.ListenPort}
 	for _, p := range d.Peers {
 		ps := PeerStats{
-			PublicKey:           p.PublicKey,
+			PublicKey:           Key(p.PublicKey),
 			PersistentKeepalive: p.PersistentKeepaliveInterval,
 			LastHandshake:       p.LastHandshakeTime,
 			RxBytes:             p.ReceiveBytes,
 			TxBytes:             p.TransmitBytes,
-			psk:                 p.PresharedKey,
+			psk:                 Key(p.PresharedKey),
 		}
 		if p.Endpoint != nil {
 			ps.Endpoint = p.Endpoint.AddrPort()
@@ -259,4 +259,4 @@ func toIPNets(ps []netip.Prefix) []net.IPNet {
 
 func udpAddr(ap netip.AddrPort) *net.UDPAddr { return net.UDPAddrFromAddrPort(ap) }
 
-func hexKey(k Key) string { return hex.EncodeToString(k[:]) }
+func hexKey[K ~[wgtypes.KeyLen]byte](k K) string { return hex.EncodeToString(k[:]) }

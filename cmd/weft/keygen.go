@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/membership"
 )
 
 func newKeygenCmd() *cobra.Command {
@@ -16,7 +16,7 @@ func newKeygenCmd() *cobra.Command {
 		Short: "print a new gossip key (or a Kubernetes Secret holding one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := agent.GenerateGossipKey()
+			k, err := membership.GenerateGossipKey()
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/netstack"
 	"github.com/weftnet/weft/sidecar"
 	"github.com/weftnet/weft/sidecar/proxy"
@@ -105,7 +106,7 @@ func sidecarConfig(node *sidecar.Node, fl sidecarFlags) error {
 		return errors.New("--node-name (or $WEFT_NODE_NAME) is required")
 	}
 	for _, j := range strings.FieldsFunc(fl.join, func(r rune) bool { return r == ',' || r == ' ' }) {
-		a, err := agent.ParseJoinAddr(j)
+		a, err := membership.ParseJoinAddr(j)
 		if err != nil {
 			return err
 		}
@@ -134,12 +135,12 @@ func sidecarConfig(node *sidecar.Node, fl sidecarFlags) error {
 	node.BlockBits = fl.blockBits
 	switch {
 	case fl.keyFile != "":
-		if node.GossipKeys, err = agent.LoadGossipKeys(fl.keyFile); err != nil {
+		if node.GossipKeys, err = membership.LoadGossipKeys(fl.keyFile); err != nil {
 			return err
 		}
-		node.GossipKeySource = func() ([][]byte, error) { return agent.LoadGossipKeys(fl.keyFile) }
+		node.GossipKeySource = func() ([][]byte, error) { return membership.LoadGossipKeys(fl.keyFile) }
 	case os.Getenv("WEFT_GOSSIP_KEY") != "":
-		if node.GossipKeys, err = agent.ParseGossipKeys(os.Getenv("WEFT_GOSSIP_KEY")); err != nil {
+		if node.GossipKeys, err = membership.ParseGossipKeys(os.Getenv("WEFT_GOSSIP_KEY")); err != nil {
 			return fmt.Errorf("WEFT_GOSSIP_KEY: %w", err)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.zx2c4.com/wireguard/wgctrl"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/status"
 )
 
@@ -23,7 +23,7 @@ the WireGuard device itself through wgctrl (netlink for a kernel device, the
 UAPI socket for a userspace one) for handshakes and byte counters.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := agent.NewClient(socket).Status(cmd.Context())
+			st, err := api.NewClient(socket).Status(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("no weft agent reachable at %s (is `weft agent` running on this node, with this --socket?): %w", socket, err)
 			}
@@ -44,7 +44,7 @@ UAPI socket for a userspace one) for handshakes and byte counters.`,
 
 // overlayWgctrl replaces the agent's peer counters with what wgctrl reads
 // from the device right now, when it can.
-func overlayWgctrl(st *agent.Report) {
+func overlayWgctrl(st *api.Report) {
 	c, err := wgctrl.New()
 	if err != nil {
 		return
@@ -63,7 +63,7 @@ func overlayWgctrl(st *agent.Report) {
 		if !ok || st.Members[i].Name == st.Self.Name {
 			continue
 		}
-		ps := &agent.PeerReport{RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
+		ps := &api.PeerReport{RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
 		if p.LastHandshakeTime.Unix() > 0 {
 			ps.LastHandshake = p.LastHandshakeTime
 		}

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/bench"
 	"github.com/weftnet/weft/internal/netlab"
 )
@@ -348,7 +348,7 @@ func side(p *netlab.Pod) bench.Side { return bench.Side{Node: &p.Node, Addr: p.A
 
 // memberKeys lists the public keys of every member, as gossip tags carry
 // them (base64): text that would show in an unencrypted gossip capture.
-func memberKeys(st agent.Report) []string {
+func memberKeys(st api.Report) []string {
 	var out []string
 	for _, m := range st.Members {
 		if m.PublicKey != "" {

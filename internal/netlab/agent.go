@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 )
 
 // AgentPort is the gossip port lab agents bind on their node's underlay address.
@@ -112,10 +112,10 @@ func (a *Agent) LogTail() string {
 }
 
 // Status asks the agent's local API for its report.
-func (a *Agent) Status() (agent.Report, error) {
+func (a *Agent) Status() (api.Report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return agent.NewClient(a.Socket()).Status(ctx)
+	return api.NewClient(a.Socket()).Status(ctx)
 }
 
 // Metrics returns the agent's /metrics text, "" when unreachable.
@@ -126,6 +126,6 @@ func (a *Agent) Metrics() string { return a.Get("/metrics") }
 func (a *Agent) Get(path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	b, _ := agent.NewClient(a.Socket()).Get(ctx, path)
+	b, _ := api.NewClient(a.Socket()).Get(ctx, path)
 	return string(b)
 }

@@ -19,7 +19,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/membership"
 )
 
 // This file is what a container runtime does on a lab node: pods are network
@@ -216,7 +217,7 @@ func (r *Runtime) Close() error {
 // WaitLease polls the agent at socket until it hands out a lease (what ADD
 // needs), or ctx ends; without a deadline on ctx it gives up after
 // leaseWait.
-func WaitLease(ctx context.Context, socket string) (agent.Lease, error) {
+func WaitLease(ctx context.Context, socket string) (api.Lease, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, leaseWait)
@@ -225,7 +226,7 @@ func WaitLease(ctx context.Context, socket string) (agent.Lease, error) {
 	var last error
 	for {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		l, err := agent.NewClient(socket).Lease(c)
+		l, err := api.NewClient(socket).Lease(c)
 		cancel()
 		switch {
 		case err != nil:
@@ -366,7 +367,7 @@ func (m *Mesh) Close() error {
 // WriteGossipKey writes a new gossip key to dir/gossip.key (mode 0600, the
 // format --gossip-key-file reads) and returns the file's path.
 func WriteGossipKey(dir string) (string, error) {
-	k, err := agent.GenerateGossipKey()
+	k, err := membership.GenerateGossipKey()
 	if err != nil {
 		return "", err
 	}

@@ -9,12 +9,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 )
 
 // Print writes the report as a header line about the node itself and a
 // table with one row per member, ages taken relative to now.
-func Print(w io.Writer, st agent.Report, now time.Time) {
+func Print(w io.Writer, st api.Report, now time.Time) {
 	s := st.Self
 	gossip := "encrypted"
 	if !s.GossipEncrypted {
@@ -63,7 +63,7 @@ func Print(w io.Writer, st agent.Report, now time.Time) {
 
 // conflicts describes the lease conflicts a member is in: the ones this
 // node recorded, and a block it claims without owning it.
-func conflicts(m agent.MemberReport, all []agent.ConflictReport) string {
+func conflicts(m api.MemberReport, all []api.ConflictReport) string {
 	var out []string
 	lost := false
 	for _, c := range all {

@@ -8,25 +8,25 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 )
 
 func TestPrint(t *testing.T) {
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	rep := agent.Report{
+	rep := api.Report{
 		Ready: true,
-		Self: agent.SelfReport{Name: "n1", Mode: "tun", Interface: "weft0", Fingerprint: "AbCdEf12",
+		Self: api.SelfReport{Name: "n1", Mode: "tun", Interface: "weft0", Fingerprint: "AbCdEf12",
 			Block: "100.64.1.0/24", Address: "100.64.1.1", MTU: 1420, GossipEncrypted: true},
-		Members: []agent.MemberReport{
+		Members: []api.MemberReport{
 			{Name: "n1", State: "alive", Mode: "tun", Endpoint: "198.18.0.1:51820", Block: "100.64.1.0/24", OwnsBlock: true},
 			{Name: "n2", State: "alive", Mode: "kernel", Endpoint: "198.18.0.2:51820", Block: "100.64.2.0/24", OwnsBlock: true,
-				Peer: &agent.PeerReport{LastHandshake: now.Add(-7 * time.Second), RxBytes: 1536, TxBytes: 3 << 30}},
+				Peer: &api.PeerReport{LastHandshake: now.Add(-7 * time.Second), RxBytes: 1536, TxBytes: 3 << 30}},
 			{Name: "n3", State: "failed", Since: now.Add(-90 * time.Second), Mode: "tun", Endpoint: "198.18.0.3:51820",
-				Block: "100.64.3.0/24", OwnsBlock: true, Peer: &agent.PeerReport{}},
+				Block: "100.64.3.0/24", OwnsBlock: true, Peer: &api.PeerReport{}},
 			{Name: "n4", State: "alive", Mode: "tun", Endpoint: "198.18.0.4:51820", Block: "100.64.1.0/24", OwnsBlock: false},
 			{Name: "n5", State: "left", Since: now.Add(-2 * time.Hour), TagsError: "tag v: unknown version 9"},
 		},
-		Conflicts: []agent.ConflictReport{{Block: "100.64.1.0/24", Winner: "n1", Loser: "n4"}},
+		Conflicts: []api.ConflictReport{{Block: "100.64.1.0/24", Winner: "n1", Loser: "n4"}},
 	}
 	var b bytes.Buffer
 	Print(&b, rep, now)

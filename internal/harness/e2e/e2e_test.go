@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/harness/faults"
 	"github.com/weftnet/weft/internal/netlab"
 	corev1 "k8s.io/api/core/v1"
@@ -209,7 +209,7 @@ func TestStatusThroughKubectl(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			var r agent.Report
+			var r api.Report
 			if err := json.Unmarshal([]byte(out), &r); err != nil {
 				return fmt.Errorf("%s: weft status --json: %w: %s", node, err, out)
 			}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/sidecar/inject"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -157,8 +157,8 @@ func checkInjected(t *testing.T, p corev1.Pod) {
 }
 
 // agentStatus is `weft status --json` in an agent pod.
-func agentStatus(ctx context.Context, p corev1.Pod) (agent.Report, error) {
-	var r agent.Report
+func agentStatus(ctx context.Context, p corev1.Pod) (api.Report, error) {
+	var r api.Report
 	out, err := lab.Kubectl(ctx, "exec", "-n", "weft-system", p.Name, "-c", "agent", "--", "weft", "status", "--json")
 	if err != nil {
 		return r, err
@@ -171,14 +171,14 @@ func agentStatus(ctx context.Context, p corev1.Pod) (agent.Report, error) {
 
 // blockHolders maps each block held by a member (alive or failed within
 // the TTL) to its holder, in one agent's view.
-func blockHolders(r agent.Report) map[string]string {
+func blockHolders(r api.Report) map[string]string {
 	h, _ := distinctBlocks(r)
 	return h
 }
 
 // distinctBlocks is blockHolders, with an error when two members hold the
 // same block.
-func distinctBlocks(r agent.Report) (map[string]string, error) {
+func distinctBlocks(r api.Report) (map[string]string, error) {
 	h := map[string]string{}
 	var dup []string
 	for _, m := range r.Members {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -146,7 +146,7 @@ func meshDiagnostics(t *testing.T, ctx context.Context) {
 		t.Logf("%s: routes in 100.64.0.0/10:\n%s", node, routes)
 		// Where the agent's goroutines are: a gossip loop stuck behind a
 		// lock shows here. From its profiles on the node's socket.
-		if b, err := agent.NewClient(n.HostPath("/run/weft/agent.sock")).Get(ctx, "/debug/pprof/goroutine?debug=1"); err == nil {
+		if b, err := api.NewClient(n.HostPath("/run/weft/agent.sock")).Get(ctx, "/debug/pprof/goroutine?debug=1"); err == nil {
 			t.Logf("%s: the agent's goroutines:\n%s", node, b)
 		} else {
 			t.Logf("%s: the agent's goroutines: %v", node, err)

@@ -20,7 +20,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
+	"github.com/weftnet/weft/agent/membership"
 	"github.com/weftnet/weft/internal/harness/gobuild"
 )
 
@@ -86,14 +87,14 @@ func startLoopbackAgent(t *testing.T, bin, name, ip string, port int, keyFile st
 }
 
 // status asks the agent's local API (what `weft status` shows).
-func (p *agentProc) status() (agent.Report, error) {
+func (p *agentProc) status() (api.Report, error) {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", filepath.Join(p.dir, "agent.sock"))
 		},
 	}}
-	var r agent.Report
+	var r api.Report
 	resp, err := c.Get("http://agent/v1/status")
 	if err != nil {
 		return r, err
@@ -173,7 +174,7 @@ func TestAgentRequestsOnlyAtStart(t *testing.T) {
 		{name: "self", ip: selfIP, ready: "True"},
 		{name: "silent", ip: "127.0.0.4", ready: "Unknown"},
 	})
-	key, err := agent.GenerateGossipKey()
+	key, err := membership.GenerateGossipKey()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/harness/faults"
 )
 
@@ -119,7 +119,7 @@ func TestLeaveAndDeathReuseBlocks(t *testing.T) {
 	}
 	// The newcomer itself has heard of n4 by now (failed-member notices):
 	// its lease must not be ready for pods in n4's block.
-	if l, err := agent.NewClient(n6.Socket()).Lease(ctx); err == nil && l.Ready && l.Block == dead && time.Until(expires) > 0 {
+	if l, err := api.NewClient(n6.Socket()).Lease(ctx); err == nil && l.Ready && l.Block == dead && time.Until(expires) > 0 {
 		st, _ := n6.Status()
 		m4, _ := member(st, n4.name)
 		t.Errorf("the newcomer's lease of n4's block %s is ready for pods while n4's TTL runs (%v left); "+
@@ -137,7 +137,7 @@ func TestLeaveAndDeathReuseBlocks(t *testing.T) {
 	eventually(t, 60*time.Second, "all agree after the reuse", func() error { return agreeOnLeases(alive) })
 	for _, p := range alive {
 		eventually(t, 30*time.Second, p.name+" lease ready, owned by nobody else", func() error {
-			l, err := agent.NewClient(p.Socket()).Lease(ctx)
+			l, err := api.NewClient(p.Socket()).Lease(ctx)
 			if err != nil {
 				return err
 			}

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 	"github.com/weftnet/weft/internal/harness/gobuild"
 	"github.com/weftnet/weft/internal/netlab"
 )
@@ -162,9 +162,9 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 }
 
 // ready waits until p serves its API with a lease and returns its report.
-func (p *proc) ready(timeout time.Duration) agent.Report {
+func (p *proc) ready(timeout time.Duration) api.Report {
 	p.t.Helper()
-	var st agent.Report
+	var st api.Report
 	eventually(p.t, timeout, p.name+" ready", func() error {
 		var err error
 		if st, err = p.Status(); err != nil {
@@ -197,13 +197,13 @@ func (p *proc) metric(name string) (float64, error) {
 }
 
 // member finds name in a report.
-func member(st agent.Report, name string) (agent.MemberReport, bool) {
+func member(st api.Report, name string) (api.MemberReport, bool) {
 	for _, m := range st.Members {
 		if m.Name == name {
 			return m, true
 		}
 	}
-	return agent.MemberReport{}, false
+	return api.MemberReport{}, false
 }
 
 // pingOverlay sends a few pings from a node to an overlay address; it is

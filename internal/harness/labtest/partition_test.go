@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/internal/harness/faults"
 )
 
@@ -28,7 +28,7 @@ func TestPartitionHealNoDuplicates(t *testing.T) {
 	lab := newLab(t, 5)
 	ctx := context.Background()
 	key := writeGossipKey(t)
-	pool := agent.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: ttl}
+	pool := plan.LeaseConfig{Range: netip.MustParsePrefix("100.64.0.0/20"), BlockBits: 24, TTL: ttl}
 	flags := []string{"--cluster-cidr", pool.Range.String(), "--lease-ttl", ttl.String(), "--gossip-profile", "local"}
 	n := lab.Nodes
 	var ps []*proc
@@ -69,16 +69,16 @@ func TestPartitionHealNoDuplicates(t *testing.T) {
 	t.Logf("side B sees side A failed past the TTL %v after the partition", time.Since(start).Round(time.Millisecond))
 
 	// B's view, as a newcomer joining B gets it: only B's members, alive.
-	var view []agent.Member
+	var view []plan.Member
 	for _, b := range ps[2:] {
-		view = append(view, agent.Member{Name: b.name, Status: agent.StatusAlive, Since: time.Now(),
-			Tags: agent.Tags{Block: netip.MustParsePrefix(before[b.name])}})
+		view = append(view, plan.Member{Name: b.name, Status: plan.StatusAlive, Since: time.Now(),
+			Tags: plan.Tags{Block: netip.MustParsePrefix(before[b.name])}})
 	}
 	aBlocks := map[string]string{before[ps[0].name]: ps[0].name, before[ps[1].name]: ps[1].name}
 	var name, taken string
 	for i := 0; i < 100000 && name == ""; i++ {
 		cand := fmt.Sprintf("nb%d", i)
-		b, err := agent.ClaimBlock(pool, cand, view, time.Now())
+		b, err := plan.ClaimBlock(pool, cand, view, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/plan"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -58,7 +59,7 @@ func sidecarMember(t *testing.T, p *proc, name string) netip.Addr {
 			return err
 		}
 		m, ok := member(st, name)
-		if !ok || m.State != "alive" || m.Mode != agent.ModeSidecar {
+		if !ok || m.State != "alive" || m.Mode != plan.ModeSidecar {
 			return fmt.Errorf("%s sees %s as %+v", p.name, name, m)
 		}
 		b, err := netip.ParsePrefix(m.Block)

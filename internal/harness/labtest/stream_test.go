@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/api"
 )
 
 // Issue 6, test 3: kill -9 an agent while a TCP stream crosses its node.
@@ -41,7 +41,7 @@ func TestKillNineDuringStreamStatusIdentical(t *testing.T) {
 	}
 	after := statusCLI(t, n2)
 	type identity struct{ Block, Address, PublicKey, Fingerprint, Interface, Mode string }
-	id := func(s agent.SelfReport) identity {
+	id := func(s api.SelfReport) identity {
 		return identity{s.Block, s.Address, s.PublicKey, s.Fingerprint, s.Interface, s.Mode}
 	}
 	if id(before.Self) != id(after.Self) {
@@ -53,7 +53,7 @@ func TestKillNineDuringStreamStatusIdentical(t *testing.T) {
 }
 
 // statusCLI runs `weft status --json` inside p's node.
-func statusCLI(t *testing.T, p *proc) agent.Report {
+func statusCLI(t *testing.T, p *proc) api.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -61,7 +61,7 @@ func statusCLI(t *testing.T, p *proc) agent.Report {
 	if err != nil {
 		t.Fatalf("weft status in %s: %v", p.node.Name, err)
 	}
-	var st agent.Report
+	var st api.Report
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatalf("weft status --json in %s: %v\n%s", p.node.Name, err, out)
 	}

@@ -1,22 +1,22 @@
-package agent
+package plan
 
 import (
 	"net/netip"
 	"time"
 
-	"github.com/weftnet/weft/tunnel"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
 // TagVersion is the version of the tag schema this agent writes and reads.
 const TagVersion = 1
 
 // Tags is what a member announces about itself in its Serf tags. The wire
-// form (short keys v, pk, ep, blk, lt, m, mtu) is in tags.go.
+// form (short keys v, pk, ep, blk, lt, m, mtu) is Encode and DecodeTags.
 type Tags struct {
 	// Version is the tag schema version ("v").
 	Version int
 	// PublicKey is the member's WireGuard public key ("pk").
-	PublicKey tunnel.Key
+	PublicKey wgspec.Key
 	// Endpoint is the underlay host:port of its WireGuard device ("ep").
 	Endpoint netip.AddrPort
 	// Block is the leased block ("blk"): a /24 (by default) of the cluster

@@ -1,4 +1,4 @@
-package agent
+package plan
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 // The lease simulation drives up to simNodes members through joins, leaves,
 // crashes, rejoins, partitions and clock jumps, lets every alive member
 // apply NextLease to what it sees until nobody changes, and checks the lease
-// rules of DESIGN.md "Leases" against an independent oracle.
+// rules (the package comment) against an independent oracle.
 //
 // Gossip is modelled as: while the cluster is split, a member sees its own
 // group as it is and the other group as it was at the split, with those

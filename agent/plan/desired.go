@@ -1,4 +1,4 @@
-package agent
+package plan
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftnet/weft/tunnel"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
 // SkipReason says why Desired left a member out. It is a metric label, so
@@ -43,7 +43,7 @@ type Skip struct {
 // should hold.
 type DesiredState struct {
 	// Peers are sorted by member name.
-	Peers []tunnel.Peer
+	Peers []wgspec.Peer
 	// Routes are the peers' blocks, sorted.
 	Routes []netip.Prefix
 	// Skipped are the members that should be peers but cannot be, sorted by
@@ -51,7 +51,7 @@ type DesiredState struct {
 	Skipped []Skip
 }
 
-// Desired is the centre of weft (DESIGN.md "The picture"): from the member
+// Desired is the centre of weft: from the member
 // list and the leases resolved over it, the peers and routes node self
 // should have. Every other member that is alive, or failed for less than
 // the lease TTL, and owns its block becomes a peer whose allowed IPs are
@@ -67,7 +67,7 @@ type DesiredState struct {
 func Desired(self string, members []Member, leases Leases, now time.Time) DesiredState {
 	seen := make(map[string]bool, len(members))
 	ms := make([]Member, 0, len(members))
-	var selfKey tunnel.Key
+	var selfKey wgspec.Key
 	for _, m := range members {
 		if seen[m.Name] {
 			continue
@@ -87,7 +87,7 @@ func Desired(self string, members []Member, leases Leases, now time.Time) Desire
 	skip := func(m Member, r SkipReason, format string, args ...any) {
 		out.Skipped = append(out.Skipped, Skip{Name: m.Name, Reason: r, Detail: fmt.Sprintf(format, args...)})
 	}
-	keyOwner := map[tunnel.Key]string{}
+	keyOwner := map[wgspec.Key]string{}
 	for _, m := range ms {
 		switch m.Status {
 		case StatusAlive:
@@ -116,18 +116,18 @@ func Desired(self string, members []Member, leases Leases, now time.Time) Desire
 		}
 		key := m.Tags.PublicKey
 		switch owner, taken := keyOwner[key]; {
-		case key == (tunnel.Key{}):
+		case key == (wgspec.Key{}):
 			skip(m, SkipBadTags, "no public key")
 			continue
 		case key == selfKey:
-			skip(m, SkipSelfKey, "announces this node's public key %s", tunnel.Fingerprint(key))
+			skip(m, SkipSelfKey, "announces this node's public key %s", wgspec.Fingerprint(key))
 			continue
 		case taken:
-			skip(m, SkipDuplicateKey, "public key %s is already %s's", tunnel.Fingerprint(key), owner)
+			skip(m, SkipDuplicateKey, "public key %s is already %s's", wgspec.Fingerprint(key), owner)
 			continue
 		}
 		keyOwner[key] = m.Name
-		out.Peers = append(out.Peers, tunnel.Peer{
+		out.Peers = append(out.Peers, wgspec.Peer{
 			PublicKey:  key,
 			Endpoint:   m.Tags.Endpoint,
 			AllowedIPs: []netip.Prefix{block},

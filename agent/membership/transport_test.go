@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"bytes"
@@ -13,9 +13,9 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-func newTestTransport(t *testing.T, bind string) *gossipTransport {
+func newTestTransport(t *testing.T, bind string) *Transport {
 	t.Helper()
-	gt, err := newGossipTransport(netip.MustParseAddrPort(bind), log.New(io.Discard, "", 0))
+	gt, err := NewTransport(netip.MustParseAddrPort(bind), log.New(io.Discard, "", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func newTestTransport(t *testing.T, bind string) *gossipTransport {
 	return gt
 }
 
-func nextPacket(t *testing.T, gt *gossipTransport) *memberlist.Packet {
+func nextPacket(t *testing.T, gt *Transport) *memberlist.Packet {
 	t.Helper()
 	select {
 	case p := <-gt.PacketCh():
@@ -124,7 +124,7 @@ func TestGossipTransportAdvertise(t *testing.T) {
 // A taken port is an error that names it, not a silent other port.
 func TestGossipTransportPortTaken(t *testing.T) {
 	gt := newTestTransport(t, "127.0.0.1:0")
-	if _, err := newGossipTransport(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(gt.Port())), log.New(io.Discard, "", 0)); err == nil {
+	if _, err := NewTransport(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(gt.Port())), log.New(io.Discard, "", 0)); err == nil {
 		t.Fatal("a second transport bound the same port")
 	}
 }

@@ -1,10 +1,10 @@
-package agent
+package plan
 
 import (
 	"bytes"
 	"time"
 
-	"github.com/weftnet/weft/tunnel"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
 // initiationDelay is how long the newer member of a new pair holds back
@@ -33,30 +33,30 @@ import (
 // mesh had its last handshake ~0.5 s later (BenchmarkMesh25).
 const initiationDelay = 500 * time.Millisecond
 
-// claim orders the two members of a pair: the one with the earlier lease
+// Claim orders the two members of a pair: the one with the earlier lease
 // time, then the lower public key, initiates first.
-type claim struct {
-	leaseTime int64
-	key       tunnel.Key
+type Claim struct {
+	LeaseTime int64
+	Key       wgspec.Key
 }
 
 // newer reports whether c is the later claim of the pair c, o.
-func (c claim) newer(o claim) bool {
-	if c.leaseTime != o.leaseTime {
-		return c.leaseTime > o.leaseTime
+func (c Claim) newer(o Claim) bool {
+	if c.LeaseTime != o.LeaseTime {
+		return c.LeaseTime > o.LeaseTime
 	}
-	return bytes.Compare(c.key[:], o.key[:]) > 0
+	return bytes.Compare(c.Key[:], o.Key[:]) > 0
 }
 
-// holdInitiations turns off the persistent keepalive (which sends the first
+// HoldInitiations turns off the persistent keepalive (which sends the first
 // handshake) of every peer that self must not initiate to yet: peers whose
 // claim is older than self's (leaseTimes has their lease times; a peer
 // missing there counts as time 0) that have no handshake and were first
 // wanted less than initiationDelay ago. since records when each peer was
 // first wanted and forgets peers no longer wanted. It returns when the
 // earliest hold ends (zero if none is held).
-func holdInitiations(self claim, peers []tunnel.Peer, leaseTimes map[tunnel.Key]int64, shaken map[tunnel.Key]bool, since map[tunnel.Key]time.Time, now time.Time) (recheck time.Time) {
-	wanted := make(map[tunnel.Key]bool, len(peers))
+func HoldInitiations(self Claim, peers []wgspec.Peer, leaseTimes map[wgspec.Key]int64, shaken map[wgspec.Key]bool, since map[wgspec.Key]time.Time, now time.Time) (recheck time.Time) {
+	wanted := make(map[wgspec.Key]bool, len(peers))
 	for i := range peers {
 		p := &peers[i]
 		wanted[p.PublicKey] = true
@@ -65,7 +65,7 @@ func holdInitiations(self claim, peers []tunnel.Peer, leaseTimes map[tunnel.Key]
 			first = now
 			since[p.PublicKey] = now
 		}
-		if p.PersistentKeepalive <= 0 || shaken[p.PublicKey] || !self.newer(claim{leaseTimes[p.PublicKey], p.PublicKey}) {
+		if p.PersistentKeepalive <= 0 || shaken[p.PublicKey] || !self.newer(Claim{leaseTimes[p.PublicKey], p.PublicKey}) {
 			continue
 		}
 		end := first.Add(initiationDelay)
@@ -83,23 +83,4 @@ func holdInitiations(self claim, peers []tunnel.Peer, leaseTimes map[tunnel.Key]
 		}
 	}
 	return recheck
-}
-
-// handshaken lists the peers of the device that have completed a
-// handshake.
-func (a *Agent) handshaken() map[tunnel.Key]bool {
-	out := map[tunnel.Key]bool{}
-	if a.dev == nil {
-		return out
-	}
-	st, err := a.dev.Stats()
-	if err != nil {
-		return out
-	}
-	for _, p := range st.Peers {
-		if !p.LastHandshake.IsZero() {
-			out[p.PublicKey] = true
-		}
-	}
-	return out
 }

@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// gossipTransport is memberlist's NetTransport (v0.7.0: a TCP listener for
+// Transport is memberlist's NetTransport (v0.7.0: a TCP listener for
 // push-pull and fallback probes, a UDP socket for everything else, on one
 // address and port) with one change: it reads UDP into one buffer and hands
 // memberlist a copy of each packet's size. NetTransport allocates a fresh
@@ -22,7 +22,7 @@ import (
 // packet is a few hundred bytes, so in an idle agent those buffers were
 // more than half of all allocation (a heap profile over a minute), and the
 // collections they cost.
-type gossipTransport struct {
+type Transport struct {
 	tcp    *net.TCPListener
 	udp    *net.UDPConn
 	anyIP  bool // bound to the unspecified address
@@ -34,23 +34,23 @@ type gossipTransport struct {
 	wg       sync.WaitGroup
 }
 
-var _ memberlist.NodeAwareTransport = (*gossipTransport)(nil)
+var _ memberlist.NodeAwareTransport = (*Transport)(nil)
 
 // udpRecvBuf is the socket receive buffer asked for (NetTransport's): a
 // burst of gossip must not be dropped while the reader is busy.
 const udpRecvBuf = 2 << 20
 
-// newGossipTransport listens on addr, TCP and UDP on the same port. Port 0
+// NewTransport listens on addr, TCP and UDP on the same port. Port 0
 // picks a free one; another process may take the UDP port between the two
 // binds, so that is tried a few times, as memberlist does.
-func newGossipTransport(addr netip.AddrPort, logger *log.Logger) (*gossipTransport, error) {
+func NewTransport(addr netip.AddrPort, logger *log.Logger) (*Transport, error) {
 	tries := 1
 	if addr.Port() == 0 {
 		tries = 10
 	}
 	var err error
 	for range tries {
-		var t *gossipTransport
+		var t *Transport
 		if t, err = listenGossip(addr, logger); err == nil {
 			return t, nil
 		}
@@ -58,7 +58,7 @@ func newGossipTransport(addr netip.AddrPort, logger *log.Logger) (*gossipTranspo
 	return nil, err
 }
 
-func listenGossip(addr netip.AddrPort, logger *log.Logger) (*gossipTransport, error) {
+func listenGossip(addr netip.AddrPort, logger *log.Logger) (*Transport, error) {
 	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
 	if err != nil {
 		return nil, fmt.Errorf("gossip: listen tcp %s: %w", addr, err)
@@ -74,7 +74,7 @@ func listenGossip(addr netip.AddrPort, logger *log.Logger) (*gossipTransport, er
 			break
 		}
 	}
-	t := &gossipTransport{
+	t := &Transport{
 		tcp: tcp, udp: udp, anyIP: addr.Addr().IsUnspecified(), logger: logger,
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
@@ -86,12 +86,12 @@ func listenGossip(addr netip.AddrPort, logger *log.Logger) (*gossipTransport, er
 }
 
 // Port is the port both listeners are bound to.
-func (t *gossipTransport) Port() int { return t.tcp.Addr().(*net.TCPAddr).Port }
+func (t *Transport) Port() int { return t.tcp.Addr().(*net.TCPAddr).Port }
 
 // FinalAdvertiseAddr is the address others reach this member at: the one
 // configured, else the bound one, else (bound to every address) a private
 // address of this host, as NetTransport picks it.
-func (t *gossipTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+func (t *Transport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
 	if ip != "" {
 		a := net.ParseIP(ip)
 		if a == nil {
@@ -116,11 +116,11 @@ func (t *gossipTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, 
 	return a, t.Port(), nil
 }
 
-func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
-func (t *gossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	// Members are addressed as ip:port; a name is resolved, as NetTransport
 	// does.
 	if ap, err := netip.ParseAddrPort(a.Addr); err == nil {
@@ -135,20 +135,20 @@ func (t *gossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 	return time.Now(), err
 }
 
-func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
-func (t *gossipTransport) StreamCh() <-chan net.Conn           { return t.streamCh }
+func (t *Transport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
+func (t *Transport) StreamCh() <-chan net.Conn           { return t.streamCh }
 
-func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
 }
 
-func (t *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	return d.Dial("tcp", a.Addr)
 }
 
 // Shutdown closes both listeners and waits for their loops.
-func (t *gossipTransport) Shutdown() error {
+func (t *Transport) Shutdown() error {
 	t.closed.Store(true)
 	t.tcp.Close()
 	t.udp.Close()
@@ -156,7 +156,7 @@ func (t *gossipTransport) Shutdown() error {
 	return nil
 }
 
-func (t *gossipTransport) acceptLoop() {
+func (t *Transport) acceptLoop() {
 	defer t.wg.Done()
 	var delay time.Duration
 	for {
@@ -181,7 +181,7 @@ func (t *gossipTransport) acceptLoop() {
 // otherwise.
 const maxPacket = 65536
 
-func (t *gossipTransport) readLoop() {
+func (t *Transport) readLoop() {
 	defer t.wg.Done()
 	buf := make([]byte, maxPacket)
 	for {

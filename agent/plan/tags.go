@@ -1,4 +1,4 @@
-package agent
+package plan
 
 import (
 	"errors"
@@ -6,10 +6,10 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/weftnet/weft/tunnel"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
-// The tag keys (DESIGN.md "Gossip: what a member says"). They are short
+// The tag keys, as a member announces them to the others. They are short
 // because Serf caps all tags of a member together at MaxTagsSize bytes.
 const (
 	tagVersion   = "v"
@@ -44,13 +44,13 @@ func (t Tags) Encode() (map[string]string, error) {
 	if t.Version != TagVersion {
 		return nil, fmt.Errorf("tag %s: version %d, this agent writes %d: %w", tagVersion, t.Version, TagVersion, ErrUnknownTagVersion)
 	}
-	if t.PublicKey == (tunnel.Key{}) {
+	if t.PublicKey == (wgspec.Key{}) {
 		return nil, fmt.Errorf("tag %s: public key is unset", tagPublicKey)
 	}
 	if !t.Endpoint.IsValid() {
 		return nil, fmt.Errorf("tag %s: endpoint is unset", tagEndpoint)
 	}
-	ep, err := tunnel.ParseEndpoint(t.Endpoint.String())
+	ep, err := wgspec.ParseEndpoint(t.Endpoint.String())
 	if err != nil {
 		return nil, fmt.Errorf("tag %s: %w", tagEndpoint, err)
 	}
@@ -61,7 +61,7 @@ func (t Tags) Encode() (map[string]string, error) {
 	if err := validateMode(t.Mode); err != nil {
 		return nil, err
 	}
-	if err := tunnel.ValidateMTU(t.MTU); err != nil {
+	if err := wgspec.ValidateMTU(t.MTU); err != nil {
 		return nil, fmt.Errorf("tag %s: %w", tagMTU, err)
 	}
 	m := map[string]string{
@@ -86,7 +86,7 @@ func (t Tags) Encode() (map[string]string, error) {
 	case t.LeaseTime != 0:
 		return nil, fmt.Errorf("tag %s: lease time %d without a block", tagLeaseTime, t.LeaseTime)
 	}
-	if n := tagsSize(m); n > MaxTagsSize {
+	if n := TagsSize(m); n > MaxTagsSize {
 		return nil, fmt.Errorf("tags: %d bytes encoded, Serf allows %d: %w", n, MaxTagsSize, ErrTagsTooLarge)
 	}
 	return m, nil
@@ -96,7 +96,7 @@ func (t Tags) Encode() (map[string]string, error) {
 // are ignored, so a newer agent can add tags without breaking older ones,
 // but they count toward the size limit.
 func DecodeTags(m map[string]string) (Tags, error) {
-	if n := tagsSize(m); n > MaxTagsSize {
+	if n := TagsSize(m); n > MaxTagsSize {
 		return Tags{}, fmt.Errorf("tags: %d bytes encoded, Serf allows %d: %w", n, MaxTagsSize, ErrTagsTooLarge)
 	}
 	v, ok := m[tagVersion]
@@ -112,10 +112,10 @@ func DecodeTags(m map[string]string) (Tags, error) {
 	if err != nil {
 		return Tags{}, err
 	}
-	if t.PublicKey, err = tunnel.ParseKey(s); err != nil {
+	if t.PublicKey, err = wgspec.ParseKey(s); err != nil {
 		return Tags{}, fmt.Errorf("tag %s: %w", tagPublicKey, err)
 	}
-	if t.PublicKey == (tunnel.Key{}) {
+	if t.PublicKey == (wgspec.Key{}) {
 		// The all-zero key is nobody's: WireGuard cannot handshake with it.
 		return Tags{}, fmt.Errorf("tag %s: all-zero public key", tagPublicKey)
 	}
@@ -123,7 +123,7 @@ func DecodeTags(m map[string]string) (Tags, error) {
 	if s, err = requiredTag(m, tagEndpoint); err != nil {
 		return Tags{}, err
 	}
-	if t.Endpoint, err = tunnel.ParseEndpoint(s); err != nil {
+	if t.Endpoint, err = wgspec.ParseEndpoint(s); err != nil {
 		return Tags{}, fmt.Errorf("tag %s: %w", tagEndpoint, err)
 	}
 
@@ -141,8 +141,8 @@ func DecodeTags(m map[string]string) (Tags, error) {
 	if err != nil {
 		return Tags{}, err
 	}
-	if mtu < tunnel.MinMTU || mtu > tunnel.MaxMTU {
-		return Tags{}, fmt.Errorf("tag %s: mtu %d out of range %d-%d", tagMTU, mtu, tunnel.MinMTU, tunnel.MaxMTU)
+	if mtu < wgspec.MinMTU || mtu > wgspec.MaxMTU {
+		return Tags{}, fmt.Errorf("tag %s: mtu %d out of range %d-%d", tagMTU, mtu, wgspec.MinMTU, wgspec.MaxMTU)
 	}
 	t.MTU = int(mtu)
 
@@ -171,11 +171,11 @@ func DecodeTags(m map[string]string) (Tags, error) {
 	return t, nil
 }
 
-// tagsSize is the number of bytes Serf's encodeTags makes of m: one magic
+// TagsSize is the number of bytes Serf's encodeTags makes of m: one magic
 // byte and a msgpack map of strings. Serf's go-msgpack handle writes strings
 // in the legacy raw format (fixstr below 32 bytes, else str16 or str32, never
 // str8), so this is exact, not an estimate.
-func tagsSize(m map[string]string) int {
+func TagsSize(m map[string]string) int {
 	n := 1 + msgpackHeader(len(m), 16)
 	for k, v := range m {
 		n += msgpackHeader(len(k), 32) + len(k) + msgpackHeader(len(v), 32) + len(v)
@@ -217,7 +217,7 @@ func parseDecimal(key, s string) (int64, error) {
 
 func validateMode(m string) error {
 	switch m {
-	case string(tunnel.ModeKernel), string(tunnel.ModeTUN), string(tunnel.ModeNetstack), ModeSidecar:
+	case string(wgspec.ModeKernel), string(wgspec.ModeTUN), string(wgspec.ModeNetstack), ModeSidecar:
 		return nil
 	}
 	return fmt.Errorf("tag %s: mode %q, want kernel, tun, netstack or sidecar", tagMode, m)

@@ -1,4 +1,4 @@
-package agent
+package plan
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/weftnet/weft/tunnel"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
 // netipComparers lets cmp compare the net/netip types, whose fields are unexported.
@@ -19,8 +19,8 @@ var netipComparers = cmp.Options{
 }
 
 // fakeKey is a deterministic public key whose bytes start with b.
-func fakeKey(b byte) tunnel.Key {
-	var k tunnel.Key
+func fakeKey(b byte) wgspec.Key {
+	var k wgspec.Key
 	for i := range k {
 		k[i] = b + byte(i)
 	}
@@ -100,7 +100,7 @@ func TestTagsEncodeRefuses(t *testing.T) {
 	}{
 		{"version 0", func(t *Tags) { t.Version = 0 }, "tag v:", ErrUnknownTagVersion},
 		{"version 2", func(t *Tags) { t.Version = 2 }, "tag v:", ErrUnknownTagVersion},
-		{"no key", func(t *Tags) { t.PublicKey = tunnel.Key{} }, "tag pk:", nil},
+		{"no key", func(t *Tags) { t.PublicKey = wgspec.Key{} }, "tag pk:", nil},
 		{"no endpoint", func(t *Tags) { t.Endpoint = netip.AddrPort{} }, "tag ep: endpoint is unset", nil},
 		{"port 0", func(t *Tags) { t.Endpoint = netip.MustParseAddrPort("198.18.0.1:0") }, "tag ep:", nil},
 		{"zone", func(t *Tags) { t.Endpoint = netip.MustParseAddrPort("[fe80::1%eth0]:51820") }, "not canonical", nil},
@@ -111,8 +111,8 @@ func TestTagsEncodeRefuses(t *testing.T) {
 		{"lt without block", func(t *Tags) { t.Block = netip.Prefix{} }, "tag lt:", nil},
 		{"bad mode", func(t *Tags) { t.Mode = "wireguard" }, "tag m:", nil},
 		{"empty mode", func(t *Tags) { t.Mode = "" }, "tag m:", nil},
-		{"mtu low", func(t *Tags) { t.MTU = tunnel.MinMTU - 1 }, "tag mtu:", nil},
-		{"mtu high", func(t *Tags) { t.MTU = tunnel.MaxMTU + 1 }, "tag mtu:", nil},
+		{"mtu low", func(t *Tags) { t.MTU = wgspec.MinMTU - 1 }, "tag mtu:", nil},
+		{"mtu high", func(t *Tags) { t.MTU = wgspec.MaxMTU + 1 }, "tag mtu:", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,9 +143,9 @@ func TestDecodeTagsRefuses(t *testing.T) {
 		{"v 2", func(m map[string]string) { m["v"] = "2" }, "tag v:", ErrUnknownTagVersion},
 		{"v not canonical", func(m map[string]string) { m["v"] = "01" }, "tag v:", ErrUnknownTagVersion},
 		{"no pk", func(m map[string]string) { delete(m, "pk") }, "tag pk: missing", nil},
-		{"pk not base64", func(m map[string]string) { m["pk"] = "not a key" }, "tag pk:", tunnel.ErrBadKey},
-		{"pk short", func(m map[string]string) { m["pk"] = "AAAA" }, "tag pk:", tunnel.ErrBadKey},
-		{"pk zero", func(m map[string]string) { m["pk"] = tunnel.Key{}.String() }, "tag pk: all-zero", nil},
+		{"pk not base64", func(m map[string]string) { m["pk"] = "not a key" }, "tag pk:", wgspec.ErrBadKey},
+		{"pk short", func(m map[string]string) { m["pk"] = "AAAA" }, "tag pk:", wgspec.ErrBadKey},
+		{"pk zero", func(m map[string]string) { m["pk"] = wgspec.Key{}.String() }, "tag pk: all-zero", nil},
 		{"no ep", func(m map[string]string) { delete(m, "ep") }, "tag ep: missing", nil},
 		{"ep host name", func(m map[string]string) { m["ep"] = "node1:51820" }, "tag ep:", nil},
 		{"ep port 0", func(m map[string]string) { m["ep"] = "198.18.0.1:0" }, "tag ep:", nil},
@@ -206,9 +206,9 @@ func TestDecodeTagsUnknownKeys(t *testing.T) {
 	// Fill up to exactly the limit with one extra tag, then one byte more.
 	delete(m, "zone")
 	// "x" costs 2 bytes, the value a 3-byte str16 header and its length.
-	room := MaxTagsSize - tagsSize(m) - 2 - 3
+	room := MaxTagsSize - TagsSize(m) - 2 - 3
 	m["x"] = strings.Repeat("a", room)
-	if n := tagsSize(m); n != MaxTagsSize {
+	if n := TagsSize(m); n != MaxTagsSize {
 		t.Fatalf("test setup: size %d, want %d", n, MaxTagsSize)
 	}
 	if _, err := DecodeTags(m); err != nil {
@@ -216,7 +216,7 @@ func TestDecodeTagsUnknownKeys(t *testing.T) {
 	}
 	m["x"] += "a"
 	if _, err := DecodeTags(m); !errors.Is(err, ErrTagsTooLarge) {
-		t.Errorf("tags of %d bytes: err = %v, want ErrTagsTooLarge", tagsSize(m), err)
+		t.Errorf("tags of %d bytes: err = %v, want ErrTagsTooLarge", TagsSize(m), err)
 	}
 }
 
@@ -235,16 +235,16 @@ func TestTagsSize(t *testing.T) {
 		{map[string]string{"k": strings.Repeat("a", 1<<16)}, 1 + 1 + 2 + 5 + 1<<16},
 	}
 	for _, tt := range tests {
-		if got := tagsSize(tt.m); got != tt.want {
-			t.Errorf("tagsSize(%d keys, %d-byte value) = %d, want %d", len(tt.m), len(tt.m["k"]), got, tt.want)
+		if got := TagsSize(tt.m); got != tt.want {
+			t.Errorf("TagsSize(%d keys, %d-byte value) = %d, want %d", len(tt.m), len(tt.m["k"]), got, tt.want)
 		}
 	}
 	many := map[string]string{}
 	for i := 0; i < 16; i++ {
 		many[string(rune('a'+i))] = ""
 	}
-	if got, want := tagsSize(many), 1+3+16*3; got != want { // map16 from 16 entries
-		t.Errorf("tagsSize(16 keys) = %d, want %d", got, want)
+	if got, want := TagsSize(many), 1+3+16*3; got != want { // map16 from 16 entries
+		t.Errorf("TagsSize(16 keys) = %d, want %d", got, want)
 	}
 	// The largest tags this agent writes leave room for a few more keys.
 	big := Tags{
@@ -260,7 +260,7 @@ func TestTagsSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := tagsSize(m); n > MaxTagsSize/2 {
+	if n := TagsSize(m); n > MaxTagsSize/2 {
 		t.Errorf("largest tags encode to %d bytes, more than half of Serf's %d", n, MaxTagsSize)
 	}
 }
@@ -301,8 +301,8 @@ func FuzzDecodeTags(f *testing.F) {
 		if diff := cmp.Diff(tags, back, netipComparers); diff != "" {
 			t.Fatalf("round trip of %q changed the tags (-first +second):\n%s", m, diff)
 		}
-		if tagsSize(again) > MaxTagsSize {
-			t.Fatalf("re-encoded %q is %d bytes", again, tagsSize(again))
+		if TagsSize(again) > MaxTagsSize {
+			t.Fatalf("re-encoded %q is %d bytes", again, TagsSize(again))
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"errors"
@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
-func startTestMember(t *testing.T, name string, key []byte, tags Tags) *Membership {
+func startTestMember(t *testing.T, name string, key []byte, tags plan.Tags) *Membership {
 	t.Helper()
-	m, err := StartMembership(MembershipConfig{
+	m, err := Start(Config{
 		NodeName: name,
 		Bind:     netip.MustParseAddrPort("127.0.0.1:0"),
 		Keys:     [][]byte{key},
@@ -88,25 +90,25 @@ func TestLostTagUpdateIsAnnouncedAgain(t *testing.T) {
 // its UDP packets of at least dropFrom bytes (those that carry a
 // broadcast; pings and acks are smaller), and every TCP dial (push-pull).
 type lossyTransport struct {
-	*gossipTransport
+	*Transport
 	dropFrom atomic.Int64 // 0: drop nothing
 	noDial   atomic.Bool
 }
 
 func newLossyTransport(t *testing.T) *lossyTransport {
 	t.Helper()
-	gt, err := newGossipTransport(netip.MustParseAddrPort("127.0.0.1:0"), log.New(io.Discard, "", 0))
+	gt, err := NewTransport(netip.MustParseAddrPort("127.0.0.1:0"), log.New(io.Discard, "", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &lossyTransport{gossipTransport: gt}
+	return &lossyTransport{Transport: gt}
 }
 
 func (l *lossyTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	if n := l.dropFrom.Load(); n > 0 && int64(len(b)) >= n {
 		return time.Now(), nil
 	}
-	return l.gossipTransport.WriteToAddress(b, a)
+	return l.Transport.WriteToAddress(b, a)
 }
 
 func (l *lossyTransport) WriteTo(b []byte, addr string) (time.Time, error) {
@@ -117,7 +119,7 @@ func (l *lossyTransport) DialAddressTimeout(a memberlist.Address, d time.Duratio
 	if l.noDial.Load() {
 		return nil, errors.New("dial cut by the test")
 	}
-	return l.gossipTransport.DialAddressTimeout(a, d)
+	return l.Transport.DialAddressTimeout(a, d)
 }
 
 func (l *lossyTransport) DialTimeout(addr string, d time.Duration) (net.Conn, error) {
@@ -138,8 +140,8 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func(name string, tags Tags, tr *lossyTransport) *Membership {
-		m, err := StartMembership(MembershipConfig{
+	start := func(name string, tags plan.Tags, tr *lossyTransport) *Membership {
+		m, err := Start(Config{
 			NodeName: name, Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{key},
 			Profile: "local", Tags: tags, Transport: tr,
 		})
@@ -160,7 +162,7 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	}
 	blockOfA := func() (netip.Prefix, error) {
 		for _, m := range b.Members() {
-			if m.Name == "twice-a" && m.Status == StatusAlive {
+			if m.Name == "twice-a" && m.Status == plan.StatusAlive {
 				return m.Tags.Block, nil
 			}
 		}
@@ -191,7 +193,7 @@ func TestChangeAnnouncedTwice(t *testing.T) {
 	if got, _ := blockOfA(); got != ta.Block {
 		t.Fatalf("b sees a's block %s: the broadcast was not lost", got)
 	}
-	if got := a.serf.LocalMember().Tags[tagBlock]; got != moved.Block.String() {
+	if got := a.serf.LocalMember().Tags["blk"]; got != moved.Block.String() {
 		t.Fatalf("a's own memberlist advertises block %q, want %s", got, moved.Block)
 	}
 	waitUntil(t, 10*time.Second, "b sees a's new block", func() error {

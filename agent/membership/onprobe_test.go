@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"fmt"
@@ -18,7 +18,7 @@ func TestOnProbeFollowsProbes(t *testing.T) {
 	var probes [2]atomic.Int32
 	var ms [2]*Membership
 	for i, name := range []string{"probe-a", "probe-b"} {
-		m, err := StartMembership(MembershipConfig{
+		m, err := Start(Config{
 			NodeName: name, Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{key},
 			Profile: "local", Tags: sampleHostTags(), OnProbe: func() { probes[i].Add(1) },
 		})

@@ -1,4 +1,4 @@
-package agent
+package plan
 
 import (
 	"errors"
@@ -10,15 +10,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/weftnet/weft/tunnel"
+	"github.com/weftnet/weft/tunnel/wgspec"
 )
 
 // wantPeer is the peer Desired makes of member m.
-func wantPeer(m Member) tunnel.Peer {
-	return tunnel.Peer{PublicKey: m.Tags.PublicKey, Endpoint: m.Tags.Endpoint, AllowedIPs: []netip.Prefix{m.Tags.Block}}
+func wantPeer(m Member) wgspec.Peer {
+	return wgspec.Peer{PublicKey: m.Tags.PublicKey, Endpoint: m.Tags.Endpoint, AllowedIPs: []netip.Prefix{m.Tags.Block}}
 }
 
-func withKey(m Member, k tunnel.Key) Member {
+func withKey(m Member, k wgspec.Key) Member {
 	m.Tags.PublicKey = k
 	return m
 }
@@ -44,7 +44,7 @@ func TestDesired(t *testing.T) {
 			name:    "alive members, sorted by name and block",
 			members: []Member{c, self, leaseMember("b", "100.64.0.128/25", claimEarly), a, leaseMember("z", "100.64.200.0/24", claimEarly), leaseMember("y", "100.64.9.0/24", claimEarly)},
 			want: DesiredState{
-				Peers: []tunnel.Peer{
+				Peers: []wgspec.Peer{
 					wantPeer(a), wantPeer(c),
 					wantPeer(leaseMember("y", "100.64.9.0/24", claimEarly)),
 					wantPeer(leaseMember("z", "100.64.200.0/24", claimEarly)),
@@ -56,23 +56,23 @@ func TestDesired(t *testing.T) {
 		{
 			name:    "left member gone",
 			members: []Member{self, a, asLeft(b)},
-			want:    DesiredState{Peers: []tunnel.Peer{wantPeer(a)}, Routes: []netip.Prefix{a.Tags.Block}},
+			want:    DesiredState{Peers: []wgspec.Peer{wantPeer(a)}, Routes: []netip.Prefix{a.Tags.Block}},
 		},
 		{
 			name:    "failed member kept within TTL",
 			members: []Member{self, asFailed(a, 9*time.Minute)},
-			want:    DesiredState{Peers: []tunnel.Peer{wantPeer(a)}, Routes: []netip.Prefix{a.Tags.Block}},
+			want:    DesiredState{Peers: []wgspec.Peer{wantPeer(a)}, Routes: []netip.Prefix{a.Tags.Block}},
 		},
 		{
 			name:    "failed member gone after TTL",
 			members: []Member{self, asFailed(a, 10*time.Minute), b},
-			want:    DesiredState{Peers: []tunnel.Peer{wantPeer(b)}, Routes: []netip.Prefix{b.Tags.Block}},
+			want:    DesiredState{Peers: []wgspec.Peer{wantPeer(b)}, Routes: []netip.Prefix{b.Tags.Block}},
 		},
 		{
 			name:    "conflict loser not routed",
 			members: []Member{self, leaseMember("a", "100.64.2.0/24", claimLate), b},
 			want: DesiredState{
-				Peers:   []tunnel.Peer{wantPeer(b)},
+				Peers:   []wgspec.Peer{wantPeer(b)},
 				Routes:  []netip.Prefix{b.Tags.Block},
 				Skipped: []Skip{{Name: "a", Reason: SkipLostLease}},
 			},
@@ -80,13 +80,13 @@ func TestDesired(t *testing.T) {
 		{
 			name:    "winner of self's block routed",
 			members: []Member{leaseMember("self", "100.64.2.0/24", claimLate), b},
-			want:    DesiredState{Peers: []tunnel.Peer{wantPeer(b)}, Routes: []netip.Prefix{b.Tags.Block}},
+			want:    DesiredState{Peers: []wgspec.Peer{wantPeer(b)}, Routes: []netip.Prefix{b.Tags.Block}},
 		},
 		{
 			name:    "duplicate key: first by name kept",
 			members: []Member{self, withKey(c, fakeKey(99)), withKey(b, fakeKey(99)), a},
 			want: DesiredState{
-				Peers:   []tunnel.Peer{wantPeer(a), wantPeer(withKey(b, fakeKey(99)))},
+				Peers:   []wgspec.Peer{wantPeer(a), wantPeer(withKey(b, fakeKey(99)))},
 				Routes:  []netip.Prefix{a.Tags.Block, b.Tags.Block},
 				Skipped: []Skip{{Name: "c", Reason: SkipDuplicateKey}},
 			},
@@ -95,7 +95,7 @@ func TestDesired(t *testing.T) {
 			name:    "duplicate key of a member without a lease does not count",
 			members: []Member{self, withKey(leaseMember("a", "", 0), fakeKey(99)), withKey(b, fakeKey(99))},
 			want: DesiredState{
-				Peers:   []tunnel.Peer{wantPeer(withKey(b, fakeKey(99)))},
+				Peers:   []wgspec.Peer{wantPeer(withKey(b, fakeKey(99)))},
 				Routes:  []netip.Prefix{b.Tags.Block},
 				Skipped: []Skip{{Name: "a", Reason: SkipNoLease}},
 			},
@@ -104,7 +104,7 @@ func TestDesired(t *testing.T) {
 			name:    "self's key",
 			members: []Member{self, withKey(a, self.Tags.PublicKey), b},
 			want: DesiredState{
-				Peers:   []tunnel.Peer{wantPeer(b)},
+				Peers:   []wgspec.Peer{wantPeer(b)},
 				Routes:  []netip.Prefix{b.Tags.Block},
 				Skipped: []Skip{{Name: "a", Reason: SkipSelfKey}},
 			},
@@ -113,7 +113,7 @@ func TestDesired(t *testing.T) {
 			name:    "malformed tags",
 			members: []Member{self, withBadTags(a), b},
 			want: DesiredState{
-				Peers:   []tunnel.Peer{wantPeer(b)},
+				Peers:   []wgspec.Peer{wantPeer(b)},
 				Routes:  []netip.Prefix{b.Tags.Block},
 				Skipped: []Skip{{Name: "a", Reason: SkipBadTags}},
 			},
@@ -135,7 +135,7 @@ func TestDesired(t *testing.T) {
 		},
 		{
 			name:    "zero key",
-			members: []Member{self, withKey(a, tunnel.Key{})},
+			members: []Member{self, withKey(a, wgspec.Key{})},
 			want:    DesiredState{Skipped: []Skip{{Name: "a", Reason: SkipBadTags}}},
 		},
 		{
@@ -146,7 +146,7 @@ func TestDesired(t *testing.T) {
 		{
 			name:    "repeated name: first entry counts",
 			members: []Member{self, a, withBadTags(a)},
-			want:    DesiredState{Peers: []tunnel.Peer{wantPeer(a)}, Routes: []netip.Prefix{a.Tags.Block}},
+			want:    DesiredState{Peers: []wgspec.Peer{wantPeer(a)}, Routes: []netip.Prefix{a.Tags.Block}},
 		},
 	}
 	ignoreDetail := cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Detail" }, cmp.Ignore())
@@ -186,8 +186,8 @@ func TestDesiredSkipDetail(t *testing.T) {
 	got := Desired("self", members, ResolveLeases(hostLeasePool(), members, leaseT0), leaseT0)
 	want := map[string][]string{
 		"a": {"100.64.2.0/24", "b"},
-		"c": {tunnel.Fingerprint(self.Tags.PublicKey)},
-		"e": {tunnel.Fingerprint(fakeKey(50)), "d"},
+		"c": {wgspec.Fingerprint(self.Tags.PublicKey)},
+		"e": {wgspec.Fingerprint(fakeKey(50)), "d"},
 		"f": {"tag mtu: missing"},
 		"g": {"10.0.0.0/24", "100.64.0.0/16"},
 	}

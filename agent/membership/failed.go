@@ -1,20 +1,18 @@
-package agent
+package membership
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
+
+	"github.com/weftnet/weft/agent/plan"
 )
 
 // A member that fails is known only to the members that saw it alive:
@@ -65,16 +63,16 @@ type learnedMember struct {
 }
 
 // learnedFor is how long a learned member is kept after the last notice
-// about it. Notices repeat (noticeEvery) while a newcomer claims a held
+// about it. Notices repeat (NoticeEvery) while a newcomer claims a held
 // block; a short memory lets a notice that was wrong (its sender had missed
 // the member's leave and thought it failed) fade once nobody repeats it.
-const learnedFor = 2*noticeEvery + 10*time.Second
+const learnedFor = 2*NoticeEvery + 10*time.Second
 
 // TellFailed tells member `to` about the failed members in held (all the
 // sender knows within their TTL, so that a newcomer does not stumble from
 // one held block to the next), in as many queries as their size needs. It
 // does not wait for delivery.
-func (m *Membership) TellFailed(to string, held []Member, now time.Time) error {
+func (m *Membership) TellFailed(to string, held []plan.Member, now time.Time) error {
 	return batchHeld(held, now, func(payload []byte) error {
 		// The query is gossiped like any other; only `to` acts on it.
 		// Nobody answers, so the response is left to time out.
@@ -87,7 +85,7 @@ func (m *Membership) TellFailed(to string, held []Member, now time.Time) error {
 
 // batchHeld encodes the failed members of held with a block into notices
 // of at most noticeBudget bytes and passes each to send.
-func batchHeld(held []Member, now time.Time, send func([]byte) error) error {
+func batchHeld(held []plan.Member, now time.Time, send func([]byte) error) error {
 	entries := heldEntries(held, now)
 	for len(entries) > 0 {
 		payload, rest, err := packHeld(entries, noticeBudget)
@@ -104,10 +102,10 @@ func batchHeld(held []Member, now time.Time, send func([]byte) error) error {
 
 // heldEntries lists the failed members of held that have a block, as a
 // notice carries them.
-func heldEntries(held []Member, now time.Time) []heldLease {
+func heldEntries(held []plan.Member, now time.Time) []heldLease {
 	var out []heldLease
 	for _, f := range held {
-		if f.Status != StatusFailed || f.TagsErr != nil || !f.Tags.Block.IsValid() {
+		if f.Status != plan.StatusFailed || f.TagsErr != nil || !f.Tags.Block.IsValid() {
 			continue
 		}
 		out = append(out, heldLease{Name: f.Name, Block: f.Tags.Block.String(), Lt: f.Tags.LeaseTime, FailedFor: max(0, now.Sub(f.Since).Milliseconds())})
@@ -192,7 +190,7 @@ func (m *Membership) learn(held []heldLease) []string {
 // every probe after that refreshes what it learned. Notices (failedQuery)
 // still repair a claim that raced the first ack. Serf's network
 // coordinates used the same payload; weft never reads them and turns them
-// off (StartMembership), which also saves their per-probe cost.
+// off (Start), which also saves their per-probe cost.
 //
 // Only first-hand failures go into an ack: learned members passed from
 // newcomer to newcomer would outlive the notices of a sender that was
@@ -238,7 +236,7 @@ func (m *Membership) ackPayload() []byte {
 	if m.ack != nil && now.Sub(m.ackAt) >= 0 && now.Sub(m.ackAt) < ackEvery {
 		return m.ack
 	}
-	var held []Member
+	var held []plan.Member
 	for _, f := range m.failedFirstHand() {
 		if now.Sub(f.Since) < m.holdFor {
 			held = append(held, f)
@@ -288,23 +286,6 @@ func (m *Membership) HeardHeld() <-chan struct{} { return m.heard }
 // to a member that did not answer in time.
 func (m *Membership) HeldWait() time.Duration { return m.heldWait }
 
-// oldestClaims returns the indexes of the alive members with a block,
-// oldest claim first (then by name): every member with the same view
-// orders them alike.
-func oldestClaims(members []Member) []int {
-	var old []int
-	for i, m := range members {
-		if m.Status == StatusAlive && m.TagsErr == nil && m.Tags.Block.IsValid() {
-			old = append(old, i)
-		}
-	}
-	slices.SortFunc(old, func(a, b int) int {
-		ma, mb := &members[a], &members[b]
-		return cmp.Or(cmp.Compare(ma.Tags.LeaseTime, mb.Tags.LeaseTime), strings.Compare(ma.Name, mb.Name))
-	})
-	return old
-}
-
 // parseFailedNotice decodes and checks a notice, which names at least one
 // member.
 func parseFailedNotice(b []byte, hold time.Duration) ([]heldLease, error) {
@@ -350,101 +331,19 @@ func parseHeld(b []byte, hold time.Duration) ([]heldLease, error) {
 // within the hold time and heard of lately (learnedFor), dropping the rest. Their tags carry
 // only the claim (block and time): all that the lease rules read of a
 // failed member. Callers hold m.mu.
-func (m *Membership) learnedMembers(present map[string]bool, now time.Time) []Member {
-	var out []Member
+func (m *Membership) learnedMembers(present map[string]bool, now time.Time) []plan.Member {
+	var out []plan.Member
 	for name, l := range m.learned {
 		if present[name] || now.Sub(l.since) > m.holdFor || now.Sub(l.heard) > learnedFor {
 			delete(m.learned, name)
 			continue
 		}
-		out = append(out, Member{Name: name, Status: StatusFailed, Since: l.since,
-			Tags: Tags{Version: TagVersion, Block: l.block, LeaseTime: l.lt}})
+		out = append(out, plan.Member{Name: name, Status: plan.StatusFailed, Since: l.since,
+			Tags: plan.Tags{Version: plan.TagVersion, Block: l.block, LeaseTime: l.lt}})
 	}
 	return out
 }
 
-// noticeSenders is how many of the members that saw a failure tell a
-// newcomer about it. One: a notice is a Serf query, which every member
-// relays (a FilterNodes query is still gossiped to all), so each extra
-// sender multiplies the gossip load; in a 200-member churn, three senders
-// retelling every 10 s queued over a minute of queries. Views that differ
-// can make two members think they are first; that is fine.
-const noticeSenders = 1
-
-// noticeEvery is how often a newcomer that still claims a held block is
+// NoticeEvery is how often a newcomer that still claims a held block is
 // told again.
-const noticeEvery = 30 * time.Second
-
-// senderPool is how many of the oldest members share the telling.
-const senderPool = 16
-
-// failedWinners returns, for each conflict in which an alive member lost a
-// block to a failed one, the pair to tell, if self is one of the
-// noticeSenders members picked to tell it: among the senderPool alive
-// members with the oldest claims, the first by a hash of their name and
-// the loser's. Old members saw every failure that still holds a block,
-// so their notices list every held block; a member that joined after a
-// failure may never have seen the failed member (memberlist hands a
-// newcomer no dead or suspect node), and when "there before the failure"
-// was judged by when this node noticed the failure, newcomers that joined
-// during the detection counted as senders and told nobody. Claim times
-// come from the tags, so every member picks the same senders. Pure: the
-// agent passes its view.
-func failedWinners(self string, members []Member, leases Leases) []Conflict {
-	if len(leases.Conflicts) == 0 {
-		return nil
-	}
-	// Indexes, not copies: in a 1000-member mesh the copies of every
-	// member, per conflict, were a tenth of a simulation's live heap.
-	byName := make(map[string]int, len(members))
-	for i := range members {
-		byName[members[i].Name] = i
-	}
-	var claims []int // built for the first conflict that needs it
-	var out []Conflict
-	for _, c := range leases.Conflicts {
-		wi, wok := byName[c.Winner]
-		li, lok := byName[c.Loser]
-		if !wok || !lok || members[wi].Status != StatusFailed || members[li].Status != StatusAlive || c.Loser == self {
-			continue
-		}
-		if claims == nil {
-			claims = oldestClaims(members)
-		}
-		// The senderPool oldest claims but the loser's.
-		pool := make([]string, 0, senderPool)
-		for _, i := range claims {
-			if n := members[i].Name; n != c.Loser {
-				if pool = append(pool, n); len(pool) == senderPool {
-					break
-				}
-			}
-		}
-		slices.SortFunc(pool, func(a, b string) int { return cmp.Compare(rank(a, c.Loser), rank(b, c.Loser)) })
-		if slices.Contains(pool[:min(len(pool), noticeSenders)], self) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// rank orders the candidate senders for one loser. FNV-1a alone is not a
-// ranking: with the loser's name as a common suffix, the order of the
-// sums is set by the candidates' prefixes, and one member ("node111" of
-// node040..node199) ranked first for every newcomer of a 200-agent churn,
-// so one agent, with whatever view it had, sent every notice. The
-// finalizer of MurmurHash3 (fmix64) mixes every input bit into every
-// output bit.
-func rank(name, loser string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	h.Write([]byte{0})
-	h.Write([]byte(loser))
-	x := h.Sum64()
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
-}
+const NoticeEvery = 30 * time.Second
