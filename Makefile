@@ -77,17 +77,17 @@ $(APISERVER): $(K8S_BIN)/.built
 	cp $(K8S_BIN)/kube-apiserver $(APISERVER).tmp
 	mv $(APISERVER).tmp $(APISERVER)
 
-# weft on a real cluster (issue 10): control plane, kubelet + containerd
+# weft on a real cluster: control plane, kubelet + containerd
 # nodes in namespaces, `kubectl apply -k`, the tests of internal/harness/e2e
 # (also part of `make test`; WEFT_E2E=0 leaves them out).
 e2e: deps k8s
 	$(GO) test -count=1 -v -timeout 30m ./internal/harness/e2e
 
-# The same lab cluster, kept up for poking at by hand until ^C (README).
+# The same lab cluster, kept up for poking at by hand until ^C (docs/testing.md).
 e2e-up: deps k8s
 	$(GO) run ./internal/harness/e2e/cmd/e2e-cluster
 
-# Only the Kubernetes tests (issue 8): deploy/ against a real kube-apiserver
+# Only the Kubernetes tests: deploy/ against a real kube-apiserver
 # and etcd, RBAC, the injection webhook, join discovery, the agent's load.
 test-k8s: deps apiserver
 	$(GO) test -count=1 -v -timeout 15m ./internal/harness/k8stest ./agent/kubejoin
@@ -113,19 +113,19 @@ bench: deps build $(STOCK)
 	$(WEFT) bench --stock $(STOCK) --node-to-node --streams 1,4 --duration 10s
 	$(GO) test -run=NONE -bench=. -benchtime=3x ./tunnel ./netstack
 
-# The agent's costs (issue 4): convergence of 200 in-process Serf agents,
+# The agent's costs: convergence of 200 in-process Serf agents,
 # and a 25-node lab of real agent processes (join-to-handshake time, idle RSS
 # and CPU). About seven minutes. The 1000-agent convergence is
-# -bench 'Convergence/members=1000' (long; see the README).
+# -bench 'Convergence/members=1000' (long; see docs/performance.md).
 bench-agent: deps
 	$(GO) test -run=NONE -bench='Convergence|Mesh25' -benchtime=1x -timeout 60m ./agent
 
-# The sidecar (issue 7): an app behind an unprivileged `weft sidecar`
+# The sidecar: an app behind an unprivileged `weft sidecar`
 # reaching a host-mode pod, against tun pod to pod in the same run.
 bench-sidecar: deps build
 	$(WEFT) bench --modes tun --sidecar --streams 1,4 --duration 10s
 
-# The CNI plugin (issue 5): ADD latency one at a time and with 50 in flight
+# The CNI plugin: ADD latency one at a time and with 50 in flight
 # on one lab node, through libcni and the built binary, as a runtime calls it.
 bench-cni: deps
 	$(GO) test -run=NONE -bench='^BenchmarkAdd$$' -benchtime=200x ./cni

@@ -60,7 +60,7 @@ func convergeOnce(b *testing.B, n int, inMemory bool) time.Duration {
 		// processes each collect a heap of one view. The live heap of
 		// the 1000 was 5.1 GB three minutes in; the limit keeps the run
 		// inside 24 GiB. With it, marking and assists still took ~25 % of
-		// a 40-minute run (7 Dec).
+		// a 40-minute run.
 		defer debug.SetGCPercent(debug.SetGCPercent(400))
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(18 << 30))
 	}

@@ -7,8 +7,8 @@
 // It replaces k8s.io/client-go in the weft binary. client-go's package
 // inits (its scheme of every API group, its typed clients) cost every weft
 // process about 11 MiB of resident memory before main runs, the agent
-// included, for three calls made once at start or once per admitted pod
-// (issue 4). Nothing here watches, caches or retries: a caller that needs
+// included, for three calls made once at start or once per admitted pod.
+// Nothing here watches, caches or retries: a caller that needs
 // a retry (the caBundle update on a conflict) does it itself.
 //
 // What is supported of a kubeconfig: the current context's cluster (server,

@@ -5,7 +5,7 @@
 // probes, keepalives) and does a few microseconds of work each time. With
 // several Ps every wakeup also wakes a spinning thread that looks for more
 // work and finds none: in a 25-member mesh on two cores, agents at
-// GOMAXPROCS=1 used 27 % less CPU than at 2 (README, agent costs). Under
+// GOMAXPROCS=1 used 27 % less CPU than at 2 (docs/performance.md). Under
 // load (a userspace tunnel carrying traffic, a mesh forming) the
 // parallelism matters, so the governor samples the process's own CPU time
 // and switches back within one interval (or one poke after it).

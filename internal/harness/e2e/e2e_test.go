@@ -23,7 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// TestInstall is issue 10's test 1: nodes with no CNI configuration are
+// TestInstall: nodes with no CNI configuration are
 // NotReady; `kubectl apply -k` of deploy/'s host overlay makes every node
 // Ready with weft's agent on it, and the conflist and plugin on each node
 // were written by the agent's own init step.
@@ -91,7 +91,7 @@ func TestInstall(t *testing.T) {
 	}
 }
 
-// TestPodsAcrossNodes is issue 10's test 2: one pod on every node, each
+// TestPodsAcrossNodes: one pod on every node, each
 // reaches every other over TCP and UDP, and during a transfer the underlay
 // carries the pods' traffic only inside WireGuard.
 func TestPodsAcrossNodes(t *testing.T) {
@@ -190,7 +190,7 @@ func TestPodsAcrossNodes(t *testing.T) {
 	t.Logf("underlay of %s: %d WireGuard packets (%d bytes of UDP payload), %d others (gossip, kubelet to apiserver, ARP)", node.Name, len(wg), udpBytes(wg), len(rest))
 }
 
-// TestStatusThroughKubectl is issue 10's test 3: `weft status` run with
+// TestStatusThroughKubectl: `weft status` run with
 // kubectl exec in each agent pod lists every node alive, each peer with a
 // recent handshake.
 func TestStatusThroughKubectl(t *testing.T) {
@@ -240,7 +240,7 @@ func TestStatusThroughKubectl(t *testing.T) {
 	})
 }
 
-// TestAgentRequestsOnlyAtStart is issue 10's test 8: over a 60 s steady
+// TestAgentRequestsOnlyAtStart: over a 60 s steady
 // run the agents ask the apiserver nothing; all they ever asked is the
 // start-up list of Nodes (--join-from-kubernetes), one per agent start.
 func TestAgentRequestsOnlyAtStart(t *testing.T) {
@@ -262,7 +262,7 @@ func TestAgentRequestsOnlyAtStart(t *testing.T) {
 	t.Logf("agent requests since the install: %d (every one the start-up list of Nodes), none in 60 s of steady running", len(before))
 }
 
-// TestSidecarThroughWebhook is issue 10's test 4: with the injector
+// TestSidecarThroughWebhook: with the injector
 // installed, a Deployment in a namespace labelled for injection comes up
 // with weft's native sidecar, unprivileged; a host-mode pod reaches the app
 // through the mesh (TCP and UDP), and the app reaches the host-mode pod
@@ -343,7 +343,7 @@ func TestBenchBetweenNodes(t *testing.T) {
 	t.Logf("weft bench, the same client and server on the nodes' underlay:\n%s", underlay)
 }
 
-// TestRollingUpdateKeepsStream is issue 10's test 6: the agent DaemonSet
+// TestRollingUpdateKeepsStream: the agent DaemonSet
 // rolls to a new image tag, node by node, while a TCP stream runs between
 // pods on two nodes: the stream survives and every node stays Ready.
 func TestRollingUpdateKeepsStream(t *testing.T) {
@@ -392,7 +392,7 @@ func TestRollingUpdateKeepsStream(t *testing.T) {
 	}
 }
 
-// TestNodeDeathReclaimsBlock is issue 10's test 5: a node dies (kubelet,
+// TestNodeDeathReclaimsBlock: a node dies (kubelet,
 // containerd, its pods and agent killed at once, its cable cut). Its block
 // stays held for the lease TTL; a new node that joins then gets a block,
 // and since the pool is full, exactly the dead node's, after the TTL and
@@ -515,7 +515,7 @@ func TestNodeDeathReclaimsBlock(t *testing.T) {
 	})
 }
 
-// TestUninstallLeavesNothing is issue 10's test 7: the README's uninstall
+// TestUninstallLeavesNothing: the README's uninstall
 // (`kubectl delete -k`, then deploy/uninstall's DaemonSet until every node
 // is clean) leaves no weft conflist, plugin, link, route, state file or
 // address store on any node, and a second install afterwards works.

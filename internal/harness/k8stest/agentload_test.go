@@ -153,7 +153,7 @@ func freeUDPPort(t *testing.T) int {
 	return u.LocalAddr().(*net.UDPAddr).Port
 }
 
-// TestAgentRequestsOnlyAtStart is issue 8's test 5: the real `weft agent`
+// TestAgentRequestsOnlyAtStart: the real `weft agent`
 // binary with --join-from-kubernetes (as the DaemonSet runs it, its
 // service account's token in a kubeconfig instead of the pod's), joining
 // the member that discovery finds, runs for 30 s; the apiserver's audit

@@ -74,7 +74,7 @@ func createNodes(t *testing.T, cp *ControlPlane, nodes []testNode) {
 	}
 }
 
-// TestJoinDiscoveryFromNodes is issue 8's test 4: the agent's join-address
+// TestJoinDiscoveryFromNodes: the agent's join-address
 // discovery (kubejoin.Discover, what `weft agent --join-from-kubernetes`
 // runs), with the agent's service account, against Nodes in a real
 // apiserver.

@@ -102,7 +102,7 @@ func TestRenderDeploy(t *testing.T) {
 	}
 }
 
-// TestManifestsApply is issue 8's test 1: every object of every
+// TestManifestsApply: every object of every
 // kustomization applies, server-side, to a real apiserver. Each
 // kustomization gets a control plane of its own, as on a fresh cluster
 // (the modes patch the same objects differently).

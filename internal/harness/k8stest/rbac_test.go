@@ -54,7 +54,7 @@ func (a access) String() string {
 	return s
 }
 
-// TestRBACLeastPrivilege is issue 8's test 2: SubjectAccessReviews of the
+// TestRBACLeastPrivilege: SubjectAccessReviews of the
 // agent's and the injector's service accounts, as installed by deploy/,
 // show that each can do what it needs and nothing around it: no Secrets
 // anywhere, no pod writes, no watch, no other webhook configuration.

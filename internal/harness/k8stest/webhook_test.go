@@ -115,7 +115,7 @@ func testPod(name string, annotations map[string]string) *corev1.Pod {
 	}
 }
 
-// TestWebhookInjectsThroughAPIServer is issue 8's test 3: the injector,
+// TestWebhookInjectsThroughAPIServer: the injector,
 // registered with deploy/'s MutatingWebhookConfiguration (namespace opt-in,
 // failurePolicy Ignore), runs in this process on 127.0.0.1 with the CA it
 // bootstrapped; pods created through the apiserver are stored with the
