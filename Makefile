@@ -115,8 +115,9 @@ bench: deps build $(STOCK)
 
 # The agent's costs: convergence of 200 in-process Serf agents,
 # and a 25-node lab of real agent processes (join-to-handshake time, idle RSS
-# and CPU). About seven minutes. The 1000-agent convergence is
-# -bench 'Convergence/members=1000' (long; see docs/performance.md).
+# and CPU, PSS). About 12 minutes, half of it the 1000-agent convergence
+# (slow motion, see docs/performance.md); -bench 'Convergence/members=200|Mesh25'
+# leaves that out.
 bench-agent: deps
 	$(GO) test -run=NONE -bench='Convergence|Mesh25' -benchtime=1x -timeout 60m ./agent
 

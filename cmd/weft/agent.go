@@ -86,11 +86,17 @@ func runAgent(ctx context.Context, af *agentFlags, log *slog.Logger) error {
 	if os.Getenv("GOGC") == "" {
 		// wireguard-go keeps ~24 MiB of 64 KiB packet buffers that
 		// are mostly never touched (so not resident), but they
-		// count as live heap: GOGC is a share of them. The default
-		// 100 let the garbage of an idle agent (gossip, keepalives)
-		// fill ~25 MiB of RSS, and 25 still ~8 MiB; the runtime's
-		// scavenger, which aims at the heap goal, then keeps that
-		// too. At 10 an idle agent collects about once a minute.
+		// count as live heap: GOGC is a share of them. At the default
+		// 100 the garbage of an idle agent (gossip, keepalives) stays
+		// resident: in the 25-agent lab the largest idle agent held
+		// 22.3 MiB of anonymous memory at 100 and 11.8 MiB at 10, for
+		// 4-9 % more CPU per GB through a busy tun device
+		// (docs/performance.md). A memory limit (debug.SetMemoryLimit)
+		// would collect as often while the live heap is below it and
+		// run the collector flat out once a large mesh's peers
+		// (24 KiB each) carry the live heap past it; a share of the
+		// live heap grows with the mesh. GOMEMLIMIT, if set, still
+		// applies on top.
 		debug.SetGCPercent(10)
 	}
 	if af.cpuProfile != "" {
