@@ -77,6 +77,12 @@ func followsRealLoad(t *testing.T, cfg Config) {
 	const max = 3
 	runtime.GOMAXPROCS(max)
 	cfg.IdleFor, cfg.Max = 250*time.Millisecond, max
+	// Thresholds with room on both sides: the pokes alone (a wakeup every
+	// 20 ms, and one of Run's) cost a VM 0.3-0.8 ms of CPU per 50 ms
+	// interval, close to the default idle mark of 0.02 cores, so a test
+	// at the defaults failed on a slower VM with the code unchanged. A
+	// spinning goroutine uses about one core.
+	cfg.Idle, cfg.Busy = 0.1, 0.3
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
