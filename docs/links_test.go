@@ -15,9 +15,39 @@ import (
 // hold code spans but no nested brackets, which weft's documents do not use.
 var linkRE = regexp.MustCompile(`!?\[([^\[\]]*)\]\(\s*<?([^()\s<>]+)>?(?:\s+"[^"]*")?\s*\)`)
 
-// outsideRefs are text references that point outside the repository: a
-// user who clones weft has none of them.
-var outsideRefs = []string{"../shared", "DESIGN.md"}
+// upPathRE matches a relative path that climbs with "../", in links and
+// plain text alike: one that climbs out of the repository names something a
+// user who clones weft does not have.
+var upPathRE = regexp.MustCompile(`(?:\.\./)+[A-Za-z0-9_.\-/]*`)
+
+// mdNameRE matches a markdown file's name in plain text: it must name a
+// document of the repository, relative to the file or to the root.
+var mdNameRE = regexp.MustCompile(`[A-Za-z0-9_.\-/]+\.md\b`)
+
+// checkReferences returns a problem for every relative path in the text
+// (code included, link targets aside: the link check covers those) that
+// climbs out of root, and for every markdown file named in the prose that
+// is in the repository neither beside path nor at root.
+func checkReferences(root, path, text, prose string, exists func(string) bool) []string {
+	var problems []string
+	dir := filepath.Dir(path)
+	for i, line := range strings.Split(linkRE.ReplaceAllString(text, "[$1]"), "\n") {
+		for _, ref := range upPathRE.FindAllString(line, -1) {
+			if rel, err := filepath.Rel(root, filepath.Join(dir, filepath.FromSlash(ref))); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				problems = append(problems, fmt.Sprintf("%s:%d: refers to %q, outside the repository", path, i+1, ref))
+			}
+		}
+	}
+	for i, line := range strings.Split(linkRE.ReplaceAllString(prose, "[$1]"), "\n") {
+		for _, name := range mdNameRE.FindAllString(line, -1) {
+			name = filepath.FromSlash(name)
+			if !exists(filepath.Join(dir, name)) && !exists(filepath.Join(root, name)) {
+				problems = append(problems, fmt.Sprintf("%s:%d: refers to %q, which is not in the repository", path, i+1, filepath.ToSlash(name)))
+			}
+		}
+	}
+	return problems
+}
 
 // fencedRE matches fenced code blocks, whose contents are not links.
 var fencedRE = regexp.MustCompile("(?ms)^\\s*(```|~~~).*?^\\s*(```|~~~)\\s*$")
@@ -32,16 +62,10 @@ var codeSpanRE = regexp.MustCompile("`[^`\n]*`")
 // repository. exists reports whether a path exists.
 func checkMarkdown(root, path, text string, exists func(string) bool) []string {
 	var problems []string
-	for i, line := range strings.Split(text, "\n") {
-		for _, ref := range outsideRefs {
-			if strings.Contains(line, ref) {
-				problems = append(problems, fmt.Sprintf("%s:%d: refers to %q, which is not in the repository", path, i+1, ref))
-			}
-		}
-	}
 	anchors := headingSlugs(text)
 	prose := fencedRE.ReplaceAllStringFunc(text, blankKeepLines)
 	prose = codeSpanRE.ReplaceAllStringFunc(prose, blankKeepLines)
+	problems = append(problems, checkReferences(root, path, text, prose, exists)...)
 	for _, m := range linkRE.FindAllStringSubmatchIndex(prose, -1) {
 		target := prose[m[4]:m[5]]
 		line := 1 + strings.Count(prose[:m[0]], "\n")
@@ -189,7 +213,7 @@ func TestCheckerFindsProblems(t *testing.T) {
 		"[outside](../../etc/passwd)",                                // 8: outside the repository
 		"[web](https://example.com/x) [mail](mailto:a@b.c)",          // 9: skipped
 		"[here](#files-on-a-node) [nowhere](#no-such-heading)",       // 10: one bad anchor
-		"Background in ../shared/DESIGN.md.",                         // 11: two outside references
+		"Background in ../../notebook/PLAN.md and PLAN.md.",          // 11: three outside references
 		"`[not a link](missing.md)`",                                 // 12: code span, ignored
 		"```",                                                        // 13
 		"[not a link either](missing.md)",                            // 14: fenced, ignored
@@ -201,8 +225,9 @@ func TestCheckerFindsProblems(t *testing.T) {
 		`x.md:7: link "img/gone.png": no such file`,
 		`x.md:8: link "../../etc/passwd": points outside the repository`,
 		`x.md:10: link "#no-such-heading": no heading`,
-		`x.md:11: refers to "../shared"`,
-		`x.md:11: refers to "DESIGN.md"`,
+		`x.md:11: refers to "../../notebook/PLAN.md", outside`,
+		`x.md:11: refers to "../../notebook/PLAN.md", which is not`,
+		`x.md:11: refers to "PLAN.md", which is not`,
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %d problems, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
