@@ -28,6 +28,7 @@ import (
 // Ready with weft's agent on it, and the conflist and plugin on each node
 // were written by the agent's own init step.
 func TestInstall(t *testing.T) {
+	needCluster(t)
 	install.Lock()
 	if install.done {
 		install.Unlock()
@@ -95,6 +96,7 @@ func TestInstall(t *testing.T) {
 // reaches every other over TCP and UDP, and during a transfer the underlay
 // carries the pods' traffic only inside WireGuard.
 func TestPodsAcrossNodes(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -194,6 +196,7 @@ func TestPodsAcrossNodes(t *testing.T) {
 // kubectl exec in each agent pod lists every node alive, each peer with a
 // recent handshake.
 func TestStatusThroughKubectl(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -244,6 +247,7 @@ func TestStatusThroughKubectl(t *testing.T) {
 // run the agents ask the apiserver nothing; all they ever asked is the
 // start-up list of Nodes (--join-from-kubernetes), one per agent start.
 func TestAgentRequestsOnlyAtStart(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	before := agentEvents(t)
 	if len(before) == 0 {
@@ -268,6 +272,7 @@ func TestAgentRequestsOnlyAtStart(t *testing.T) {
 // through the mesh (TCP and UDP), and the app reaches the host-mode pod
 // through the sidecar's SOCKS5 proxy.
 func TestSidecarThroughWebhook(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -334,6 +339,7 @@ func TestSidecarThroughWebhook(t *testing.T) {
 // `weft bench client` Job on another node) and, in the same run, the same
 // client and server on two nodes' underlay; both tables go to the log.
 func TestBenchBetweenNodes(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -347,6 +353,7 @@ func TestBenchBetweenNodes(t *testing.T) {
 // rolls to a new image tag, node by node, while a TCP stream runs between
 // pods on two nodes: the stream survives and every node stays Ready.
 func TestRollingUpdateKeepsStream(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -398,6 +405,7 @@ func TestRollingUpdateKeepsStream(t *testing.T) {
 // and since the pool is full, exactly the dead node's, after the TTL and
 // not before. No two members ever hold the same block.
 func TestNodeDeathReclaimsBlock(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -520,6 +528,7 @@ func TestNodeDeathReclaimsBlock(t *testing.T) {
 // is clean) leaves no weft conflist, plugin, link, route, state file or
 // address store on any node, and a second install afterwards works.
 func TestUninstallLeavesNothing(t *testing.T) {
+	needCluster(t)
 	needInstall(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -20,21 +20,32 @@ var lab *Cluster
 // namespace is kept spare for the node that joins later.
 const testNodes = 3
 
+// skipReason, when set, is why the cluster was not brought up; every test
+// then skips with it (needCluster), so go test reports SKIP, not ok.
+var skipReason string
+
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if testing.Short() {
-		fmt.Println("e2e: skipped under -short (a real Kubernetes cluster)")
-		os.Exit(0)
+	switch {
+	case testing.Short():
+		skipReason = "a real Kubernetes cluster: runs without -short"
+	case os.Getenv("WEFT_E2E") == "0":
+		skipReason = "WEFT_E2E=0 leaves the real-node cluster out"
+	case os.Getuid() != 0:
+		skipReason = "needs root (namespaces, mounts, cgroups)"
 	}
-	if os.Getenv("WEFT_E2E") == "0" {
-		fmt.Println("e2e: skipped: WEFT_E2E=0")
-		os.Exit(0)
-	}
-	if os.Getuid() != 0 {
-		fmt.Println("e2e: skipped: needs root (namespaces, mounts, cgroups)")
-		os.Exit(0)
+	if skipReason != "" {
+		os.Exit(m.Run())
 	}
 	os.Exit(run(m))
+}
+
+// needCluster skips t when TestMain did not bring the cluster up.
+func needCluster(t *testing.T) {
+	t.Helper()
+	if lab == nil {
+		t.Skip(skipReason)
+	}
 }
 
 func run(m *testing.M) int {
